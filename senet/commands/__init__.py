@@ -1,0 +1,18 @@
+"""Subcommands of the `senet` CLI.
+
+Each module defines HELP (one line), add_arguments(parser) and run(args) -> int.
+Modules import heavy libraries (torch, mlflow, optuna) inside run(), so that
+`senet --help` stays fast.
+"""
+
+COMMANDS = [
+    "describe",
+    "train",
+    "queue",
+    "work",
+    "status",
+    "tables",
+    "figures",
+    "excitation",
+    "demo",
+]
