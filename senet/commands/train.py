@@ -1,0 +1,54 @@
+"""senet train: one SE variant, end to end, tracked in MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "train one model variant and record it in MLflow"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model name, e.g. se_resnet20 (see `senet describe`)")
+    p.add_argument("--dataset", default="builtin",
+                   help="builtin (default), cifar10, cifar100, imagenet or folder:PATH")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option, e.g. --set reduction=8 --set squeeze=max")
+    p.add_argument("--preset", default="fast",
+                   help="protocol: fast (default), cifar-preact, cifar-wrn, imagenet, "
+                        "imagenet-ablation, or a path to your own preset .toml")
+    p.add_argument("--epochs", type=int, help="override the preset's epochs")
+    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    p.add_argument("--lr", type=float, help="override the (batch-scaled) learning rate")
+    p.add_argument("--subset", type=int, help="train on the first N images, stratified")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", help="dataset folder (cifar10/100, imagenet)")
+    p.add_argument("--out", help="run folder for checkpoint.pt and summary.json "
+                                 "(default: runs/<model>-<dataset>-<hash>-s<seed>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db)")
+    p.add_argument("--experiment", default="senet", help="MLflow experiment name")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast: auto = on for CUDA, off for CPU")
+    p.add_argument("--workers", type=int, default=4, help="data loading processes (ImageNet)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from senet.config import TrainConfig, parse_sets
+    from senet.train import run_training
+
+    cfg = TrainConfig(
+        model=args.model, model_options=parse_sets(args.set), dataset=args.dataset,
+        preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        subset=args.subset, seed=args.seed, device=args.device, data_root=args.data_root,
+        out=args.out, tracking_uri=args.tracking_uri, experiment=args.experiment,
+        resume=args.resume, compile=args.compile,
+        amp={"auto": None, "on": True, "off": False}[args.amp], workers=args.workers,
+    )
+    summary = run_training(cfg)
+    print(json.dumps({k: summary[k] for k in (
+        "final_val_top1_err", "final_val_top5_err", "best_val_top1_err", "epochs_done",
+        "mlflow_run_id", "status")}))
+    return 0

@@ -1,0 +1,137 @@
+"""End-to-end training on the built-in dataset: MLflow record, exact resume, divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from senet.cli import main as cli_main
+from senet.config import TrainConfig
+from senet.errors import SenetError, TrainingFailed
+from senet.train import run_training
+
+QUICK = ["--subset", "400", "--batch-size", "50", "--device", "cpu"]
+
+
+def _cfg(tmp_path: Path, **kw) -> TrainConfig:
+    base = dict(model="se_resnet20", dataset="builtin", preset="fast", epochs=2, batch_size=50,
+                subset=400, device="cpu", out=str(tmp_path / "run"),
+                tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="test")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _no_system_metrics(monkeypatch):
+    monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
+
+
+def test_a_run_leaves_a_complete_mlflow_record(tmp_path):
+    cfg = _cfg(tmp_path, model_options={"reduction": 4})
+    summary = run_training(cfg)
+    assert summary["status"] == "FINISHED" and summary["epochs_done"] == 2
+    assert 0 <= summary["final_val_top1_err"] <= 100
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["mlflow_run_id"] == summary["mlflow_run_id"]
+
+    client = MlflowClient(cfg.tracking_uri)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["reduction"] == "4" and p["squeeze"] == "avg" and p["preset"] == "fast"
+    assert p["seed"] == "0" and p["batch_size"] == "50" and p["epochs"] == "2"
+    history = client.get_metric_history(run.info.run_id, "val_top1_err")
+    assert [m.step for m in history] == [1, 2]
+    for key in ("train_loss", "train_top1_err", "val_top5_err", "lr", "img_per_s"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 2
+    m = run.data.metrics
+    assert m["final_val_top1_err"] == summary["final_val_top1_err"]
+    assert m["params"] > 0 and m["gmacs"] > 0 and m["wall_time_s"] > 0
+    assert run.data.tags["senet.version"] and run.data.tags["senet.device"] == "cpu"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "excitation", "config.json", "summary.json"} <= artifacts
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.name == "builtin"
+
+
+def _kill_after_first_checkpoint(args: list[str], ckpt: Path) -> None:
+    env = {**os.environ, "SENET_SYSTEM_METRICS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "senet", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "the run should have written its first checkpoint"
+
+
+def test_killed_run_resumes_to_exactly_the_same_result(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = ["train", "se_resnet20", *QUICK, "--epochs", "3", "--tracking-uri", uri]
+    assert cli_main([*common, "--out", str(tmp_path / "straight")]) == 0
+    straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
+
+    out = tmp_path / "killed"
+    _kill_after_first_checkpoint([*common, "--out", str(out)], out / "checkpoint.pt")
+    assert not (out / "summary.json").exists()
+    assert cli_main([*common, "--out", str(out), "--resume"]) == 0
+    resumed = json.loads((out / "summary.json").read_text())
+    for key in ("final_val_top1_err", "final_val_top5_err", "best_val_top1_err"):
+        assert resumed[key] == straight[key], key
+    # the resumed training continued the same MLflow run instead of leaving an orphan
+    runs = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("senet").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+
+
+def test_existing_checkpoint_without_resume_is_refused(tmp_path):
+    run_training(_cfg(tmp_path, epochs=1))
+    with pytest.raises(SenetError, match="--resume"):
+        run_training(_cfg(tmp_path, epochs=1))
+
+
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    # a user's own preset file: the fast preset without its warm-up, at an absurd rate
+    preset = tmp_path / "explode.toml"
+    preset.write_text('epochs = 4\nbatch_size = 50\n[optimizer]\nlr = 1e30\n'
+                      '[schedule]\nkind = "constant"\n')
+    run_training(_cfg(tmp_path, epochs=1))
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(TrainingFailed, match="non-finite loss"):
+        run_training(_cfg(tmp_path, epochs=4, preset=str(preset), resume=True))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "FAILED" and 1 <= summary["epochs_done"] < 4
+    # the checkpoint on disk is the last epoch that ended with a finite loss
+    kept = torch.load(ckpt, weights_only=False)
+    assert kept["state"]["epoch"] == summary["epochs_done"]
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert "non-finite" in run.data.tags["senet.fail_reason"]
+
+    code = cli_main(["train", "se_resnet20", *QUICK, "--epochs", "1", "--preset", str(preset),
+                     "--out", str(tmp_path / "cli"),
+                     "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("senet train: error: non-finite loss")
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    uri = ["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--out", str(tmp_path / "x")]
+    assert cli_main(["train", "se_resnet20", "--set", "gate=softmax", *uri]) == 2
+    assert "gate" in capsys.readouterr().err
+    assert cli_main(["train", "se_resnet20", "--preset", "nope", *uri]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert cli_main(["train", "se_resnet20", "--dataset", "mnist", *uri]) == 2
+    assert "mnist" in capsys.readouterr().err
+    assert cli_main(["train", "se_resnet20", "--device", "cuda:0", *uri]) in (0, 2)
