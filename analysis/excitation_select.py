@@ -1,0 +1,79 @@
+"""Which blocks, channels and classes the excitation figures show (paper Figs. 6 and 7)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from analysis.excitation_io import ExcitationStats
+from senet.errors import SenetError
+
+# The classes of the paper's figures, by ImageNet wnid.
+PAPER_CLASSES = {
+    "n01443537": "goldfish",
+    "n02110958": "pug",
+    "n02690373": "airliner",
+    "n09246464": "cliff",
+}
+_BLOCK = re.compile(r"^SE_(\d+)_(\d+)$")
+
+
+def pick_blocks(names: Sequence[str]) -> list[str]:
+    """The last block of every stage but the last, then the first, middle and last blocks
+    of the last stage. For SE-ResNet-50 this gives the paper's SE_2_3, SE_3_4, SE_4_6,
+    SE_5_1, SE_5_2 and SE_5_3; names are ``SE_<stage>_<block>`` in any order."""
+    stages: dict[int, list[int]] = {}
+    for name in names:
+        m = _BLOCK.match(name)
+        if m is None:
+            raise SenetError(f"block name {name!r} is not of the form SE_<stage>_<block>")
+        stages.setdefault(int(m.group(1)), []).append(int(m.group(2)))
+    if not stages:
+        raise SenetError("no SE blocks to pick from (is this a model without SE?)")
+    order = sorted(stages)
+    picked = [(s, max(stages[s])) for s in order[:-1]]
+    last = sorted(stages[order[-1]])
+    for b in (last[0], last[(len(last) - 1) // 2], last[-1]):
+        if (order[-1], b) not in picked:
+            picked.append((order[-1], b))
+    return [f"SE_{s}_{b}" for s, b in picked]
+
+
+def sample_channels(n_total: int, n: int = 50, seed: int = 0) -> np.ndarray:
+    """``n`` channel indices drawn uniformly without replacement (all if fewer), sorted.
+    A fixed seed keeps the same channels across runs, variants and figures."""
+    if n_total <= n:
+        return np.arange(n_total)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_total, size=n, replace=False))
+
+
+def display_name(cls: str) -> str:
+    """A readable class name: the paper's wnids by name, others as stored."""
+    return PAPER_CLASSES.get(cls, cls)
+
+
+def choose_classes(
+    stats: ExcitationStats, wanted: Sequence[str] | None = None, k: int = 4
+) -> list[str]:
+    """The classes to plot: ``wanted`` (wnids or readable names) if given; else the
+    paper's classes that have images, topped up with the first other classes that do."""
+    lookup = {c: c for c in stats.classes}
+    lookup.update({display_name(c): c for c in stats.classes})
+    if wanted:
+        unknown = [w for w in wanted if w not in lookup]
+        if unknown:
+            shown = ", ".join(stats.classes[:12]) + (" ..." if len(stats.classes) > 12 else "")
+            raise SenetError(f"unknown class(es) {', '.join(unknown)}; the stats have: {shown}")
+        return [lookup[w] for w in wanted]
+    first = next(iter(stats.blocks.values()), None)
+    seen = (
+        {c for c, n in zip(stats.classes, first.count, strict=True) if n > 0}
+        if first is not None
+        else set(stats.classes)
+    )
+    chosen = [c for c in PAPER_CLASSES if c in seen]
+    chosen += [c for c in stats.classes if c in seen and c not in chosen]
+    return chosen[:k]

@@ -1,0 +1,129 @@
+"""What a grid expects to exist: its points, seeds, baseline and paper table.
+
+Built from the grid file through senet.grid when there is one; otherwise reconstructed
+from the runs found in MLflow (then the expected seeds are only those seen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from senet.errors import SenetError
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    point_id: str
+    label: str
+    settings: dict[str, Any]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    name: str
+    title: str
+    points: tuple[PointSpec, ...]
+    paper_table: str | None = None
+    baseline: str | None = None  # point id the differences are taken against
+    dataset: str | None = None
+    from_file: bool = True
+
+    @property
+    def baseline_point(self) -> PointSpec:
+        return next((p for p in self.points if p.point_id == self.baseline), self.points[0])
+
+    @property
+    def axis(self) -> str | None:
+        """The one setting that varies between points, if there is exactly one."""
+        keys = sorted({k for p in self.points for k in p.settings})
+        varied = [k for k in keys if len({repr(p.settings.get(k)) for p in self.points}) > 1]
+        return varied[0] if len(varied) == 1 else None
+
+    @property
+    def short_name(self) -> str:
+        """The part after the dataset folder: `cifar10/reduction` -> `reduction`."""
+        return self.name.rsplit("/", 1)[-1]
+
+    @property
+    def folder(self) -> str:
+        """Output folder under --out: the dataset folder of the grid name, if it has one."""
+        return self.name.rsplit("/", 1)[0] if "/" in self.name else ""
+
+
+def _single(values: list[Any]) -> Any:
+    distinct = {str(v) for v in values if v is not None and str(v) != "nan"}
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+def _baseline_of(grid: Any) -> str | None:
+    # The grid file may mark its baseline (by point id or label) on the grid or a point;
+    # without a mark the first row is the baseline, as in the paper's tables.
+    mark = getattr(grid, "baseline", None)
+    for p in grid.points:
+        if getattr(p, "baseline", False) is True or mark in (p.id, p.label):
+            return p.id
+    return grid.points[0].id if grid.points else None
+
+
+def from_grid(grid: Any) -> GridSpec:
+    """Adapt a senet.grid.Grid."""
+    points = tuple(
+        PointSpec(p.id, p.label, dict(p.settings), tuple(getattr(p, "seeds", None) or grid.seeds))
+        for p in grid.points
+    )
+    return GridSpec(
+        name=grid.name,
+        title=grid.title or grid.name,
+        points=points,
+        paper_table=grid.paper_table,
+        baseline=_baseline_of(grid),
+        dataset=_single([p.settings.get("dataset") for p in points]),
+    )
+
+
+def from_runs(name: str, runs: pd.DataFrame) -> GridSpec:
+    """A grid with no file: points, labels and seeds as they appear in its runs."""
+    points = []
+    # Points in the order their first run started, the closest thing to a file's order.
+    order = runs.groupby("point")["start_time"].min().sort_values(kind="stable").index
+    for point_id in order:
+        group = runs[runs["point"] == point_id]
+        params = {
+            c.removeprefix("param."): _single(group[c].tolist())
+            for c in group.columns
+            if c.startswith("param.")
+        }
+        settings = {k: v for k, v in params.items() if v is not None and k != "seed"}
+        label = _single(group["label"].tolist()) or str(point_id)
+        seeds = tuple(sorted({int(s) for s in group["seed"]}))
+        points.append(PointSpec(str(point_id), label, settings, seeds))
+    dataset = _single([p.settings.get("dataset") for p in points])
+    return GridSpec(
+        name=name,
+        title=name,
+        points=tuple(points),
+        baseline=points[0].point_id,
+        dataset=dataset,
+        from_file=False,
+    )
+
+
+def load_spec(spec: str, runs_for: Callable[[str], pd.DataFrame] | None = None) -> GridSpec:
+    """The grid named or located by ``spec``. ``runs_for(name)`` supplies runs for grids
+    that have no file (e.g. one since deleted); a name with neither file nor runs is an error."""
+    from senet.grid import load_grid, resolve_grid_path
+
+    try:
+        resolve_grid_path(spec)
+    except SenetError:
+        name = spec.removesuffix(".toml")
+        runs = runs_for(name) if runs_for is not None else None
+        if runs is None or runs.empty:
+            raise  # the grid module's message lists the grids there are
+        return from_runs(name, runs)
+    return from_grid(load_grid(spec))

@@ -1,0 +1,164 @@
+"""The paper's reported numbers (analysis/paper_numbers.toml) and how grid points map to them."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from senet.errors import SenetError
+
+_DATA = "paper_numbers.toml"
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    id: str
+    label: str
+    match: dict[str, Any]
+    top1: float | None = None
+    top5: float | None = None
+    gflops: float | None = None
+    params_m: float | None = None
+    vs: str | None = None  # reference row for the direction, when not the table's baseline
+    from_reference: bool = False  # a shared ablation baseline from [reference]
+
+    def matches(self, settings: Mapping[str, Any]) -> bool:
+        return all(
+            key in settings and normalize_value(settings[key]) == normalize_value(want)
+            for key, want in self.match.items()
+        )
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    key: str
+    title: str
+    table: str | None = None
+    dataset: str | None = None
+    setting: str = ""
+    baseline: str | None = None
+    rows: tuple[PaperRow, ...] = ()
+    aliases: tuple[str, ...] = ()
+    no_table: str | None = None  # why the paper has nothing to compare with
+
+    def row(self, row_id: str) -> PaperRow | None:
+        return next((r for r in self.rows if r.id == row_id), None)
+
+    def match(self, settings: Mapping[str, Any]) -> PaperRow | None:
+        """The most specific row whose settings all agree with ``settings``."""
+        hits = [r for r in self.rows if r.matches(settings)]
+        return max(hits, key=lambda r: len(r.match)) if hits else None
+
+
+@dataclass(frozen=True)
+class PaperBook:
+    paper: str
+    version: str
+    tables: tuple[PaperTable, ...] = field(default_factory=tuple)
+
+    @property
+    def citation(self) -> str:
+        return f"{self.paper} ({self.version})"
+
+    def lookup(self, key: str | None, dataset: str | None) -> tuple[PaperTable | None, str]:
+        """The table for a grid's ``paper_table`` key on ``dataset``, or None and the reason."""
+        if not key:
+            return None, "the grid names no paper table"
+        wanted = _norm_key(key)
+        named = [t for t in self.tables if wanted in {_norm_key(k) for k in (t.key, *t.aliases)}]
+        if not named:
+            return None, f"no paper table {key!r} in analysis/{_DATA}"
+        for t in named:
+            if t.no_table:
+                return None, t.no_table
+        family = dataset_family(dataset)
+        for t in named:
+            if dataset_family(t.dataset) == family:
+                return t, ""
+        where = "; ".join(f"{t.table} reports {_shown(t.dataset)} only" for t in named)
+        return None, f"no {_shown(family)} row in the paper ({where})"
+
+
+def normalize_value(value: Any) -> str:
+    """Settings as comparable text: TOML ints, run params (strings) and stage lists agree."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(normalize_value(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip().lower()
+    return text.strip("[]()").replace(" ", "")
+
+
+def dataset_family(dataset: str | None) -> str | None:
+    """cifar10 / cifar100 / imagenet, whatever the spelling (CIFAR-10, ImageNet, ...)."""
+    if not dataset:
+        return None
+    text = dataset.lower().replace("-", "").replace("_", "")
+    for name in ("cifar100", "cifar10", "imagenet"):
+        if text.startswith(name):
+            return name
+    return text
+
+
+def _shown(dataset: str | None) -> str:
+    family = dataset_family(dataset)
+    if family in ("cifar10", "cifar100"):
+        return "CIFAR"
+    if family == "imagenet":
+        return "ImageNet"
+    return f"{dataset or 'unknown'}-dataset"
+
+
+def _norm_key(key: str) -> str:
+    return key.strip().lower().replace(" ", "").replace("_", "")
+
+
+def _row(data: dict[str, Any], row_id: str | None = None, from_reference: bool = False) -> PaperRow:
+    return PaperRow(
+        id=row_id or data["id"],
+        label=data["label"],
+        match=dict(data.get("match", {})),
+        top1=data.get("top1"),
+        top5=data.get("top5"),
+        gflops=data.get("gflops"),
+        params_m=data.get("params_m"),
+        vs=data.get("vs"),
+        from_reference=from_reference,
+    )
+
+
+def parse_paper_numbers(text: str) -> PaperBook:
+    data = tomllib.loads(text)
+    reference = {k: _row(v, k, from_reference=True) for k, v in data.get("reference", {}).items()}
+    tables = []
+    for t in data.get("tables", []):
+        rows = [_row(r) for r in t.get("rows", [])]
+        for ref in t.get("reference_rows", []):
+            if ref not in reference:
+                raise SenetError(f"analysis/{_DATA}: unknown reference row {ref!r}")
+            rows.append(reference[ref])
+        tables.append(
+            PaperTable(
+                key=t["key"],
+                title=t.get("title", t["key"]),
+                table=t.get("table"),
+                dataset=t.get("dataset"),
+                setting=t.get("setting", ""),
+                baseline=t.get("baseline"),
+                rows=tuple(rows),
+                aliases=tuple(t.get("aliases", [])),
+                no_table=t.get("no_table"),
+            )
+        )
+    src = data["source"]
+    return PaperBook(paper=src["paper"], version=src["version"], tables=tuple(tables))
+
+
+def load_paper_numbers() -> PaperBook:
+    """The numbers shipped with the package."""
+    return parse_paper_numbers(resources.files("analysis").joinpath(_DATA).read_text())

@@ -1,0 +1,60 @@
+"""Read-only view of the grid queue: the state of each (point, seed) slot.
+
+Only read; reaping stale tickets is the job of workers and `senet status`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from analysis.tables import QueueStatus
+from senet.errors import SenetError
+
+
+class QueueReader:
+    """Opens the queue storage once; ``for_grid`` gives a lookup per grid."""
+
+    def __init__(self, storage_url: str | None) -> None:
+        from senet.queue import DEFAULT_STORAGE, open_storage, redact
+
+        url = storage_url or DEFAULT_STORAGE
+        self.where = redact(url)
+        # Without --storage, only read a default journal that exists: opening one would
+        # create it, and a tables run must not leave an empty queue behind.
+        if storage_url is None and not Path(DEFAULT_STORAGE).is_file():
+            self.storage = None
+        else:
+            self.storage = open_storage(url)
+
+    def for_grid(self, grid: str) -> tuple[QueueStatus | None, str]:
+        """The lookup for ``grid`` and, when there is none, why (for the table's notes)."""
+        from senet.queue import GridQueue, grace_period, slot_state
+
+        if self.storage is None:
+            return None, ""
+        try:
+            queue = GridQueue.open(self.storage, grid)
+        except SenetError:
+            return None, f"grid not found in queue storage {self.where}"
+        slots = queue.slots()
+        grace = grace_period()
+
+        def lookup(point: str, seed: int) -> tuple[str, str] | None:
+            tickets = slots.get((point, seed))
+            if not tickets:
+                return None
+            state = slot_state(tickets)
+            latest = max(tickets, key=lambda t: t.number)
+            if state == "done":
+                return "done in queue", "no finished MLflow run found"
+            if state == "failed":
+                return "failed", latest.reason or "no reason recorded"
+            if state == "running":
+                live = [t.last_alive() or 0 for t in tickets]
+                silent = time.time() - max(live)
+                if silent > grace:
+                    return "running", f"no heartbeat for {silent:.0f}s (worker lost?)"
+            return state, ""
+
+        return lookup, ""

@@ -1,0 +1,144 @@
+"""Fetch the training runs of a grid from MLflow into pandas.
+
+One row per seed run (runs tagged ``senet.seed``; parent runs that only group them are
+left out). Columns: run_id, experiment_id, status, start_time, end_time, grid, point,
+seed, label, fail_reason, then ``param.<name>`` and ``metric.<name>`` for the run's
+params and (last logged) metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from senet.errors import SenetError
+from senet.tracking import prepare_env, resolve_uri
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+TAG_GRID = "senet.grid"
+TAG_POINT = "senet.point"
+TAG_SEED = "senet.seed"
+TAG_LABEL = "senet.label"
+TAG_FAIL = "senet.fail_reason"
+BASE_COLUMNS = [
+    "run_id",
+    "experiment_id",
+    "status",
+    "start_time",
+    "end_time",
+    "grid",
+    "point",
+    "seed",
+    "label",
+    "fail_reason",
+]
+
+
+def open_client(tracking_uri: str | None = None) -> MlflowClient:
+    """A client for ``tracking_uri``; None: $MLFLOW_TRACKING_URI, else the project default."""
+    from mlflow import MlflowClient
+
+    uri = resolve_uri(tracking_uri)
+    prepare_env(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_ids(client: MlflowClient) -> list[str]:
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids.extend(e.experiment_id for e in page)
+        token = page.token
+        if not token:
+            return ids
+
+
+def _search(client: MlflowClient, filter_string: str) -> list:
+    runs: list = []
+    try:
+        ids = _experiment_ids(client)
+    except Exception as exc:  # noqa: BLE001 - any backend failure becomes one line
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise SenetError(f"MLflow tracking store {client.tracking_uri} unusable: {first}") from None
+    # The SQL store caps how many experiments one query may name.
+    for i in range(0, len(ids), 100):
+        token = None
+        while True:
+            page = client.search_runs(
+                ids[i : i + 100], filter_string=filter_string, max_results=1000, page_token=token
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    return runs
+
+
+def fetch_runs(client: MlflowClient, grid: str | None = None) -> pd.DataFrame:
+    """Every seed run of ``grid`` (all grids when None), in every active experiment."""
+    if grid is not None and "'" in grid:
+        raise SenetError(f"grid name {grid!r} must not contain a quote")
+    where = f"tags.`{TAG_GRID}` = '{grid}'" if grid is not None else ""
+    rows = []
+    for run in _search(client, where):
+        tags = run.data.tags
+        if TAG_GRID not in tags or TAG_SEED not in tags:
+            continue
+        try:
+            seed = int(tags[TAG_SEED])
+        except ValueError:
+            continue
+        row = {
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "status": run.info.status,
+            "start_time": run.info.start_time,
+            "end_time": run.info.end_time,
+            "grid": tags[TAG_GRID],
+            "point": tags.get(TAG_POINT, ""),
+            "seed": seed,
+            "label": tags.get(TAG_LABEL, ""),
+            "fail_reason": tags.get(TAG_FAIL, ""),
+        }
+        row.update({f"param.{k}": v for k, v in run.data.params.items()})
+        row.update({f"metric.{k}": v for k, v in run.data.metrics.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=BASE_COLUMNS)
+    return frame.sort_values(["point", "seed", "start_time"], kind="stable").reset_index(drop=True)
+
+
+def grid_names(client: MlflowClient) -> list[str]:
+    """Names of all grids that have at least one seed run."""
+    runs = fetch_runs(client)
+    return sorted(runs["grid"].unique()) if not runs.empty else []
+
+
+def metric_histories(client: MlflowClient, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
+    """Per-step values of ``keys`` for ``run_ids``: columns run_id, key, step, value."""
+    rows = [
+        (run_id, key, m.step, m.value)
+        for run_id in run_ids
+        for key in keys
+        for m in client.get_metric_history(run_id, key)
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def download_artifact(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path | None:
+    """The artifact at ``path`` of ``run_id`` as a local file, or None if the run has none."""
+    folder, _, name = path.rpartition("/")
+    listed = {Path(f.path).name for f in client.list_artifacts(run_id, folder or None)}
+    if name not in listed:
+        return None
+    dst.mkdir(parents=True, exist_ok=True)
+    # MLflow draws a progress bar per download; for one small file it is only noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return Path(client.download_artifacts(run_id, path, str(dst)))

@@ -1,0 +1,88 @@
+"""senet figures: paper-style figures per grid, or from an excitation stats file."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "draw each grid's figures (error by variant, training curves, excitation, as PNG and PDF)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from analysis.cli_args import add_grid_arguments
+
+    add_grid_arguments(p, "output root; figures go to OUT/<dataset>/figures/")
+    p.add_argument("--classes", nargs="+", metavar="CLASS",
+                   help="classes for the excitation figures (wnids or names; the first two "
+                        "also for the intra-class one); default: the paper's goldfish, pug, "
+                        "airliner and cliff where present, else the first four")
+    p.add_argument("--excitation-seed", type=int, metavar="SEED",
+                   help="use this seed's run for the excitation figures "
+                        "(default: each variant's lowest finished seed with excitation stats)")
+    p.add_argument("--excitation-variant", action="append", metavar="VARIANT",
+                   help="only these variants (label or point id; repeatable) get excitation "
+                        "figures (default: all with excitation stats)")
+    p.add_argument("--channels", type=int, default=50, metavar="N",
+                   help="channels sampled per block (default 50, as the paper)")
+    p.add_argument("--channel-seed", type=int, default=0, metavar="SEED",
+                   help="seed of the channel sample (default 0)")
+    p.add_argument("--npz", action="extend", nargs="+", metavar="FILE",
+                   help="instead of grids, draw the excitation figures of these "
+                        "excitation_stats.npz files, to OUT/figures/<file stem>_*.png")
+
+
+def _from_npz(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from analysis.figures import plot_inter_class, plot_intra_class
+
+    folder = Path(args.out) / "figures"
+    kwargs = {"n_channels": args.channels, "channel_seed": args.channel_seed}
+    intra = args.classes[:2] if args.classes else None
+    files = [Path(npz).resolve() for npz in args.npz]
+    names = [f.stem for f in files]
+    if len(set(names)) < len(names):
+        # Several runs' excitation_stats.npz: name each by the folders that tell them apart.
+        common = Path(os.path.commonpath([f.parent for f in files]))
+        names = ["_".join(f.relative_to(common).with_suffix("").parts) for f in files]
+    for npz, name in zip(args.npz, names, strict=True):
+        stem = folder / name
+        paths = plot_inter_class(npz, args.classes, None, f"{stem}_inter_class", **kwargs)
+        paths += plot_intra_class(npz, intra, None, f"{stem}_intra_class", **kwargs)
+        print(npz)
+        for path in paths:
+            print(f"  {path}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.npz:
+        if args.grids:
+            from senet.errors import SenetError
+
+            raise SenetError("give grids or --npz files, not both")
+        return _from_npz(args)
+    from analysis.collect import gather
+    from analysis.grid_figures import FigureOptions, grid_figures
+    from analysis.paper import load_paper_numbers
+    from analysis.runs import open_client
+    from analysis.tables import build_table
+
+    client = open_client(args.tracking_uri)
+    book = load_paper_numbers()
+    options = FigureOptions(
+        classes=args.classes,
+        excitation_seed=args.excitation_seed,
+        excitation_points=args.excitation_variant,
+        n_channels=args.channels,
+        channel_seed=args.channel_seed,
+    )
+    for item in gather(client, args.grids):
+        table = build_table(item.spec, item.runs, book, metric=args.metric)
+        report = grid_figures(client, table, args.out, options)
+        print(f"{item.spec.name}: {len(report.written)} files")
+        for path in report.written:
+            print(f"  {path}")
+        for line in report.skipped:
+            print(f"  skipped: {line}")
+    return 0
