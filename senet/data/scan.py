@@ -1,0 +1,79 @@
+"""Listing class-per-folder image trees (the torchvision ImageFolder layout)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from senet.data.images import IMAGE_SUFFIXES
+from senet.errors import SenetError
+
+
+@dataclass
+class Split:
+    """One split of a tree: image files in a fixed order with their class indices."""
+
+    root: Path
+    files: list[str]
+    labels: list[int]
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def find_split(root: Path, names: tuple[str, ...], what: str) -> Path:
+    """The first of root/<name> that exists, or an error naming all the places looked at."""
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    tried = " or ".join(str(root / n) for n in names)
+    raise SenetError(f"{what}: missing split directory {tried}; expected <split>/<class>/<image>")
+
+
+def scan_split(directory: Path, class_names: list[str] | None = None) -> Split:
+    """Every image under directory/<class>/ (recursively), sorted by class then path.
+
+    With class_names given (the training classes), validation folders must be among them, so
+    label indices mean the same thing in both splits.
+    """
+    if not directory.is_dir():
+        raise SenetError(f"no such directory: {directory}")
+    found = sorted(e.name for e in os.scandir(directory) if e.is_dir() and e.name[0] != ".")
+    if not found:
+        raise SenetError(
+            f"no class folders in {directory}; expected {directory}/<class>/<image files>"
+        )
+    if class_names is None:
+        class_names = found
+    else:
+        unknown = sorted(set(found) - set(class_names))
+        if unknown:
+            raise SenetError(
+                f"{directory}: class folders not present in the training split: "
+                f"{', '.join(unknown[:5])}; make both splits use the same class names"
+            )
+    index = {name: i for i, name in enumerate(class_names)}
+    files: list[str] = []
+    labels: list[int] = []
+    for name in found:
+        for path in _images_under(directory / name):
+            files.append(path)
+            labels.append(index[name])
+    if not files:
+        raise SenetError(
+            f"no image files under {directory} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return Split(root=directory, files=files, labels=labels, class_names=list(class_names))
+
+
+def _images_under(folder: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                out.append(os.path.join(dirpath, name))
+    out.sort()
+    return out
