@@ -199,7 +199,6 @@ def run_training(
     say = log or (lambda msg: print(msg, flush=True))
     if not is_main:
         say = lambda msg: None  # noqa: E731
-    started = time.monotonic()
 
     preset = load_preset(cfg.preset)
     plan = make_plan(cfg, preset)

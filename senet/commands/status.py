@@ -1,0 +1,95 @@
+"""senet status: how far each queued grid is, and why points failed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "show done / running / failed / queued points per grid, with an ETA"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", nargs="?", metavar="GRID",
+                   help="only this grid (name or .toml path); default: every queued grid")
+    p.add_argument("--storage", help="queue storage (default ./senet-queue.journal)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: grid -> done, running, failed, queued, ...")
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from senet import queue as q
+    from senet.commands.work import _grid_name
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = args.storage or q.DEFAULT_STORAGE
+    if not args.grid and "://" not in url and not Path(url).is_file():
+        queues = []  # nothing queued here yet: an empty report, not an error
+    else:
+        storage = q.open_storage(url, create=False)
+        if args.grid:
+            queues = [q.GridQueue.open(storage, _grid_name(args.grid))]
+        else:
+            queues = sorted(q.GridQueue.all(storage), key=lambda g: g.name)
+    report = {}
+    grace = q.grace_period()
+    for queue in queues:
+        queue.reap(grace)  # a dead worker's point shows as queued again, not running
+        report[queue.name] = _grid_report(queue)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if not report:
+        print("no grids queued in this storage; add some with `senet queue GRID`")
+        return 0
+    _print_table(report)
+    return 0
+
+
+def _grid_report(queue) -> dict:
+    from senet import queue as q
+
+    tickets = queue.tickets()
+    counts = queue.counts(tickets)
+    failures = []
+    running = []
+    for (point, seed), group in sorted(queue.slots(tickets).items()):
+        state = q.slot_state(group)
+        last = max(group, key=lambda t: t.number)
+        if state == "failed":
+            failures.append({"point": point, "label": last.label, "seed": seed,
+                             "reason": last.reason or "unknown"})
+        elif state == "running":
+            live = next(t for t in group if t.state.name == "RUNNING")
+            running.append({"point": point, "label": live.label, "seed": seed,
+                            "worker": live.attrs.get(q.T_WORKER, "?")})
+    eta = queue.eta_seconds(tickets)
+    return {
+        "done": counts.done,
+        "running": counts.running,
+        "failed": counts.failed,
+        "queued": counts.queued,
+        "total": counts.total,
+        "eta_s": None if eta is None else round(eta, 1),
+        "failures": failures,
+        "running_points": running,
+    }
+
+
+def _print_table(report: dict) -> None:
+    from senet.worker import _fmt_duration
+
+    width = max(len("grid"), *(len(name) for name in report))
+    print(f"{'grid':<{width}}  {'done':>5} {'running':>8} {'failed':>7} {'queued':>7} "
+          f"{'total':>6}  ETA")
+    for name, r in report.items():
+        eta = "-" if r["running"] + r["queued"] == 0 else _fmt_duration(r["eta_s"])
+        print(f"{name:<{width}}  {r['done']:>5} {r['running']:>8} {r['failed']:>7} "
+              f"{r['queued']:>7} {r['total']:>6}  {eta}")
+    for name, r in report.items():
+        for f in r["failures"]:
+            print(f"  {name}: FAILED {f['label']!r} seed {f['seed']}: {f['reason']}")
+        if r["failures"]:
+            print(f"  (queue them again with `senet queue {name} --retry-failed`)")

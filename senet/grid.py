@@ -1,0 +1,430 @@
+"""Grid files: parse `experiments/**/*.toml` into validated points.
+
+A grid file holds shared settings at the top level, `[axes]` whose lists are
+crossed into points, and `[[variants]]` rows that are added as they are (for
+tables that are not a product, such as "SE in stage 2 only / 3 only / all", or
+a plain baseline row). Settings are one flat namespace: the grid-safe keys of
+`senet train` plus the model options. Everything is checked before anything is
+queued, and errors name `file:key`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from senet.errors import SenetError
+
+EXPERIMENTS_DIR = "experiments"
+
+META_KEYS = ("title", "description", "paper_table", "paper_ref", "baseline", "seeds")
+# Keys of `senet train` that describe *what* is trained and so may vary in a grid.
+TRAIN_SETTING_KEYS = (
+    "model",
+    "dataset",
+    "preset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "subset",
+    "compile",
+    "amp",
+    "workers",
+)
+# Train keys that belong to the worker or the queue, with the reason shown to the user.
+WORKER_KEYS = {
+    "seed": "list seeds in `seeds = [...]` instead",
+    "device": "the worker picks it (senet work --devices)",
+    "out": "the worker picks it (senet work --runs-dir)",
+    "resume": "workers always resume a point from its checkpoint",
+    "tracking_uri": "give it to senet queue --tracking-uri",
+    "experiment": "each grid gets its own MLflow experiment",
+    "data_root": "give it to senet work --data-root",
+}
+SE_OPTION_KEYS = ("reduction", "squeeze", "activation", "gate", "bias", "placement", "stages")
+MODEL_OPTION_KEYS = (*SE_OPTION_KEYS, "layout", "stem")
+SETTING_KEYS = (*TRAIN_SETTING_KEYS, *MODEL_OPTION_KEYS)
+
+DATASETS = ("builtin", "cifar10", "cifar100", "imagenet")
+REQUIRED_KEYS = ("model", "dataset", "preset")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One row of a grid: a readable label and the settings that differ from defaults."""
+
+    id: str
+    label: str
+    settings: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return self.settings["model"]
+
+    def model_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.settings.items() if k in MODEL_OPTION_KEYS}
+
+    def train_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.settings.items() if k in TRAIN_SETTING_KEYS}
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    title: str
+    paper_table: str | None
+    paper_ref: str | None
+    seeds: list[int]
+    points: list[Point] = field(default_factory=list)
+    baseline: str | None = None  # id of the row the others are compared against
+
+    def point(self, point_id: str) -> Point:
+        for p in self.points:
+            if p.id == point_id:
+                return p
+        raise KeyError(point_id)
+
+
+def point_id(settings: dict[str, Any]) -> str:
+    """A short hash of the canonical settings, so the same row keeps its id across edits
+    of the file that do not change what it trains (reordering, relabelling)."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode()).hexdigest()[:10]
+
+
+def is_se_model(model: str) -> bool:
+    return model.startswith("se_")
+
+
+def model_family(model: str) -> str:
+    from senet.models import family
+
+    return family(model)
+
+
+# ---------------------------------------------------------------------------
+# Finding grid files
+
+
+def experiments_dirs() -> list[Path]:
+    """Where grid names are looked up: ./experiments first, then the repository's own."""
+    here = Path.cwd() / EXPERIMENTS_DIR
+    repo = Path(__file__).resolve().parent.parent / EXPERIMENTS_DIR
+    dirs = [here]
+    if repo.resolve() != here.resolve():
+        dirs.append(repo)
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_grids() -> list[str]:
+    names: set[str] = set()
+    for root in experiments_dirs():
+        names.update(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.toml"))
+    return sorted(names)
+
+
+def resolve_grid_path(spec: str) -> Path:
+    """A path to a .toml file, or a grid name such as `cifar10/reduction` or `demo`."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if spec.endswith(".toml"):
+        raise SenetError(f"grid file {spec} does not exist")
+    for root in experiments_dirs():
+        candidate = root / f"{spec}.toml"
+        if candidate.is_file():
+            return candidate
+    choices = ", ".join(available_grids()) or "none found"
+    raise SenetError(f"unknown grid {spec!r}; give a .toml path or one of: {choices}")
+
+
+def grid_name(path: Path) -> str:
+    """`experiments/cifar10/reduction.toml` -> `cifar10/reduction`; elsewhere the file stem."""
+    resolved = path.resolve()
+    for parent in resolved.parents:
+        if parent.name == EXPERIMENTS_DIR:
+            return resolved.relative_to(parent).with_suffix("").as_posix()
+    return resolved.stem
+
+
+def _display(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------
+# Parsing and validation
+
+
+def load_grid(spec: str | Path) -> Grid:
+    """Parse and fully validate a grid; raises SenetError naming `file:key`."""
+    path = resolve_grid_path(str(spec))
+    where = _display(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SenetError(f"{where}: invalid TOML: {exc}") from None
+    return _Parser(where, path, data).parse()
+
+
+class _Parser:
+    """Keeps the file name and the origin of every setting, so errors can point at them."""
+
+    def __init__(self, where: str, path: Path, data: dict[str, Any]) -> None:
+        self.where = where
+        self.path = path
+        self.data = data
+        self._resolved: dict[str, str] = {}
+
+    def fail(self, key: str, message: str) -> SenetError:
+        return SenetError(f"{self.where}:{key}: {message}")
+
+    def parse(self) -> Grid:
+        data = dict(self.data)
+        axes = data.pop("axes", {})
+        variants = data.pop("variants", [])
+        meta = {k: data.pop(k) for k in META_KEYS if k in data}
+        base = self._settings(data, prefix="")
+        for key in REQUIRED_KEYS:
+            if key not in base:
+                raise self.fail(key, f"missing; every grid needs {', '.join(REQUIRED_KEYS)}")
+
+        rows = self._axis_rows(axes) + self._variant_rows(variants)
+        if not rows:
+            raise self.fail("axes", "the grid has no points; add [axes] lists or [[variants]]")
+
+        points = [self._point(base, label, overrides) for label, overrides in rows]
+        self._check_unique(points)
+        baseline = self._baseline(meta, points)
+        return Grid(
+            name=grid_name(self.path),
+            path=self.path,
+            title=self._string(meta, "title", default=grid_name(self.path)),
+            paper_table=self._string(meta, "paper_table", default=None),
+            paper_ref=self._string(meta, "paper_ref", default=None),
+            seeds=self._seeds(meta.get("seeds", [0])),
+            points=points,
+            baseline=baseline,
+        )
+
+    # -- pieces of the file
+
+    def _string(self, meta: dict[str, Any], key: str, default: str | None) -> str | None:
+        value = meta.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {value!r}")
+        return value
+
+    def _baseline(self, meta: dict[str, Any], points: list[Point]) -> str | None:
+        label = self._string(meta, "baseline", default=None)
+        if label is None:
+            return None
+        for p in points:
+            if label in (p.label, p.id):
+                return p.id
+        labels = ", ".join(repr(p.label) for p in points)
+        raise self.fail("baseline", f"no point is labelled {label!r}; labels are {labels}")
+
+    def _seeds(self, value: Any) -> list[int]:
+        ok = isinstance(value, list) and value and all(_is_int(s) and s >= 0 for s in value)
+        if not ok:
+            raise self.fail("seeds", f"expected a non-empty list of integers >= 0, got {value!r}")
+        if len(set(value)) != len(value):
+            raise self.fail("seeds", f"repeated seed in {value!r}")
+        return list(value)
+
+    def _settings(self, table: dict[str, Any], prefix: str) -> dict[str, tuple[Any, str]]:
+        """Checks keys and value types; returns key -> (value, origin `prefix.key`)."""
+        out: dict[str, tuple[Any, str]] = {}
+        for key, value in table.items():
+            origin = f"{prefix}{key}"
+            if key in WORKER_KEYS:
+                raise self.fail(origin, f"not a grid setting: {WORKER_KEYS[key]}")
+            if key not in SETTING_KEYS:
+                allowed = ", ".join(sorted(SETTING_KEYS))
+                top = "" if prefix else (
+                    f"; top-level keys are also {', '.join(META_KEYS)}, [axes], [[variants]]"
+                )
+                raise self.fail(origin, f"unknown key {key!r}; settings are {allowed}{top}")
+            out[key] = (_check_train_value(key, value, lambda m, o=origin: self.fail(o, m)), origin)
+        return out
+
+    def _axis_rows(self, axes: Any) -> list[tuple[str, dict[str, tuple[Any, str]]]]:
+        if not isinstance(axes, dict):
+            raise self.fail("axes", "expected a table of lists, e.g. [axes] reduction = [4, 8]")
+        if not axes:
+            return []
+        for key, values in axes.items():
+            if not isinstance(values, list) or not values:
+                raise self.fail(f"axes.{key}", f"expected a non-empty list, got {values!r}")
+        names = list(axes)
+        rows = []
+        for combo in itertools.product(*(axes[k] for k in names)):
+            table = dict(zip(names, combo, strict=True))
+            label = ", ".join(f"{k}={_fmt(v)}" for k, v in table.items())
+            rows.append((label, self._settings(table, prefix="axes.")))
+        return rows
+
+    def _variant_rows(self, variants: Any) -> list[tuple[str, dict[str, tuple[Any, str]]]]:
+        if not isinstance(variants, list):
+            raise self.fail("variants", "expected [[variants]] tables with a label each")
+        rows = []
+        for i, variant in enumerate(variants):
+            prefix = f"variants[{i}]."
+            if not isinstance(variant, dict):
+                raise self.fail(f"variants[{i}]", "expected a table")
+            variant = dict(variant)
+            label = variant.pop("label", None)
+            if not isinstance(label, str) or not label.strip():
+                raise self.fail(f"{prefix}label", "every variant needs a non-empty label string")
+            rows.append((label, self._settings(variant, prefix=prefix)))
+        return rows
+
+    # -- one point
+
+    def _point(
+        self,
+        base: dict[str, tuple[Any, str]],
+        label: str,
+        overrides: dict[str, tuple[Any, str]],
+    ) -> Point:
+        merged = {**base, **overrides}
+        model, model_origin = merged["model"]
+        self._check_model(model, model_origin, label)
+        if not is_se_model(model):
+            for key in SE_OPTION_KEYS:
+                if key not in merged:
+                    continue
+                if key in overrides:
+                    raise self.fail(
+                        merged[key][1],
+                        f"SE option {key!r} on plain model {model!r} (point {label!r}); "
+                        "use an se_ model or drop the option",
+                    )
+                # A plain baseline row inherits the shared settings but not SE options.
+                del merged[key]
+        dataset, dataset_origin = merged["dataset"]
+        wanted = _dataset_family(dataset)
+        if dataset != "builtin" and wanted and model_family(model) != wanted:
+            only_dataset_varies = "dataset" in overrides and "model" not in overrides
+            blame = dataset_origin if only_dataset_varies else model_origin
+            raise self.fail(
+                blame,
+                f"model {model!r} is a {model_family(model)} model but the dataset is "
+                f"{dataset!r} (point {label!r})",
+            )
+        resolved = self._check_options(model, merged, label)
+        settings = {k: v for k, (v, _) in merged.items()}
+        point = Point(id=point_id(settings), label=label, settings=settings)
+        # What actually trains, defaults filled in: two rows equal here are one point.
+        self._resolved[point.label] = point_id(
+            {**{k: v for k, v in settings.items() if k in TRAIN_SETTING_KEYS}, **resolved}
+        )
+        return point
+
+    def _check_model(self, model: str, origin: str, label: str) -> None:
+        from senet.models import MODEL_NAMES
+
+        if model not in MODEL_NAMES:
+            raise self.fail(
+                origin, f"unknown model {model!r} (point {label!r}); choose one of "
+                f"{', '.join(MODEL_NAMES)}"
+            )
+
+    def _check_options(
+        self, model: str, merged: dict[str, tuple[Any, str]], label: str
+    ) -> dict[str, Any]:
+        """Adds options one at a time so a rejected combination is blamed on the key
+        whose arrival made it invalid, wherever in the file that key came from."""
+        from senet.models import validate_options
+
+        options: dict[str, Any] = {}
+        for key in MODEL_OPTION_KEYS:
+            if key not in merged:
+                continue
+            value, origin = merged[key]
+            options[key] = value
+            try:
+                validate_options(model, dict(options))
+            except SenetError as exc:
+                raise self.fail(origin, f"{exc} (point {label!r}, model {model!r})") from None
+        return validate_options(model, options)
+
+    def _check_unique(self, points: list[Point]) -> None:
+        by_key: dict[str, Point] = {}
+        labels: set[str] = set()
+        for p in points:
+            if p.label in labels:
+                raise self.fail("variants", f"two points share the label {p.label!r}")
+            labels.add(p.label)
+            key = self._resolved[p.label]
+            if key in by_key:
+                raise self.fail(
+                    "variants",
+                    f"points {by_key[key].label!r} and {p.label!r} train the same settings "
+                    "(after filling in defaults)",
+                )
+            by_key[key] = p
+
+
+def _dataset_family(dataset: str) -> str | None:
+    if dataset.startswith("folder:"):
+        return None  # any image size; the models decide
+    return "imagenet" if dataset == "imagenet" else "cifar"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _check_train_value(key: str, value: Any, fail) -> Any:
+    """Type and range checks for train settings; model options are left to the models
+    module, which knows their choices. Returns the value in canonical form."""
+    if key in ("epochs", "batch_size", "subset"):
+        if not _is_int(value) or value < 1:
+            raise fail(f"expected an integer >= 1, got {value!r}")
+    elif key == "workers":
+        if not _is_int(value) or value < 0:
+            raise fail(f"expected an integer >= 0, got {value!r}")
+    elif key == "lr":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise fail(f"expected a number > 0, got {value!r}")
+        return float(value)  # 1 and 1.0 must hash to the same point id
+    elif key in ("compile", "amp"):
+        if not isinstance(value, bool):
+            raise fail(f"expected true or false, got {value!r}")
+    elif key in ("model", "dataset", "preset"):
+        if not isinstance(value, str):
+            raise fail(f"expected a string, got {value!r}")
+        if key == "dataset" and value not in DATASETS and not value.startswith("folder:"):
+            choices = ", ".join(DATASETS)
+            raise fail(f"unknown dataset {value!r}; choose one of {choices} or folder:PATH")
+        if key == "preset":
+            _check_preset(value, fail)
+    return value
+
+
+def _check_preset(value: str, fail) -> None:
+    from senet.config import available_presets
+
+    if value.endswith(".toml"):
+        if not Path(value).is_file():
+            raise fail(f"preset file {value} does not exist")
+        return
+    presets = available_presets()
+    if value not in presets:
+        raise fail(f"unknown preset {value!r}; choose one of {', '.join(presets) or '(none)'}")

@@ -1,0 +1,445 @@
+"""The worker loop behind `senet work`: claim a ticket, train it, report, repeat.
+
+Every pass first reaps tickets of lost workers (stale heartbeat), then claims the
+lowest-numbered WAITING ticket. While a point trains, a thread keeps its heartbeat
+fresh; if the ticket is taken away (reaped), training is asked to stop. A worker
+leaves when nothing is queued and nothing is running anywhere in its grids: while
+other workers still run points it waits, so it can take over one whose worker dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from senet import queue as q
+from senet.errors import SenetError
+
+TrainFn = Callable[..., dict[str, Any]]
+MAX_STORAGE_ERRORS = 5  # consecutive failed passes before a worker gives up
+
+
+@dataclass
+class WorkerConfig:
+    grids: list[str] | None = None  # None: every grid in the storage
+    storage: str | None = None
+    tracking_uri: str | None = None  # None: the URI `senet queue` recorded for the grid
+    device: str = "auto"
+    max_runs: int | None = None
+    runs_dir: str = "runs"
+    data_root: str | None = None
+    heartbeat_s: float = field(default_factory=q.heartbeat_interval)
+    grace_s: float = field(default_factory=q.grace_period)
+    cpu_threads: int | None = None  # torch threads when several CPU workers share a host
+
+    @property
+    def poll_s(self) -> float:
+        return min(2.0, self.heartbeat_s)
+
+
+class Heartbeat:
+    """Keeps a claimed ticket's heartbeat fresh from a thread, independent of how long
+    a training step takes, and notices when the ticket was taken away."""
+
+    def __init__(self, queue: q.GridQueue, trial_id: int, interval: float) -> None:
+        self.queue = queue
+        self.trial_id = trial_id
+        self.interval = interval
+        self.lost = False
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="senet-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        while not self._halt.wait(self.interval):
+            try:
+                self.queue.beat(self.trial_id)
+                # RDB attr writes do not check the state under a lock: read it back.
+                if self.queue.ticket(self.trial_id).state.is_finished():
+                    self.lost = True
+            except UpdateFinishedTrialError:
+                self.lost = True
+            except Exception as exc:  # noqa: BLE001 - a storage hiccup; the grace covers it
+                print(f"senet work: heartbeat failed ({q._one_line(exc)}); retrying",
+                      file=sys.stderr, flush=True)
+            if self.lost:
+                return
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def progress_line(queue: q.GridQueue) -> str:
+    tickets = queue.tickets()
+    c = queue.counts(tickets)
+    eta = queue.eta_seconds(tickets, idle_workers=1)  # this worker takes the next one
+    return (f"{queue.name}: {c.done}/{c.total} points done, {c.left} left "
+            f"({c.running} running, {c.failed} failed), ETA {_fmt_duration(eta)}")
+
+
+def run_folder(runs_dir: str | Path, grid: str, point: str, seed: int) -> Path:
+    """Stable per (grid, point, seed), so a requeued point finds its checkpoint."""
+    return Path(runs_dir) / grid / point / f"seed{seed}"
+
+
+def _attempt_log(folder: Path, event: dict[str, Any]) -> None:
+    """One JSON line per training start/end: an audit trail of who trained what."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "attempts.jsonl", "a") as fh:
+        fh.write(json.dumps({"time": time.time(), "worker": q.worker_name(), **event}) + "\n")
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig, train_fn: TrainFn | None = None) -> None:
+        self.cfg = cfg
+        self.train_fn = train_fn
+        self.storage = q.open_storage(cfg.storage, create=False)
+        self.stop_requested = False
+        self.runs = 0
+        self._skipped: set[str] = set()
+        self._checked: set[str] = set()
+
+    # -- the loop
+
+    def run(self) -> int:
+        """Train until the grids are drained (or --max-runs); returns trainings run."""
+        self._check_grids_exist()
+        why = "the queue is empty"
+        errors = 0
+        while not self.stop_requested:
+            try:
+                queues = self._queues()
+                self._reap(queues)
+                claimed = self._claim(queues)
+                busy = claimed is None and any(queue.counts().running for queue in queues)
+                errors = 0
+            except SenetError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. the database restarting
+                errors += 1
+                if errors > MAX_STORAGE_ERRORS:
+                    raise SenetError(f"queue storage keeps failing: {q._one_line(exc)}") from None
+                self.say(f"queue storage error ({q._one_line(exc)}); retrying")
+                time.sleep(self.cfg.poll_s * errors)
+                continue
+            if claimed is not None:
+                queue, ticket = claimed
+                self._train(queue, ticket)
+                self.runs += 1
+                self.say(progress_line(queue))
+                if self.cfg.max_runs is not None and self.runs >= self.cfg.max_runs:
+                    why = f"--max-runs {self.cfg.max_runs} reached"
+                    break
+                continue
+            if not busy:
+                break
+            time.sleep(self.cfg.poll_s)
+        if self.stop_requested:
+            why = "stopped on request"
+        self.say(f"leaving: {why}; {self.runs} point(s) worked on")
+        return self.runs
+
+    def _reap(self, queues: list[q.GridQueue]) -> None:
+        for queue in queues:
+            for t in queue.reap(self.cfg.grace_s):
+                self.say(f"{queue.name}: took back {t.label!r} seed {t.seed} "
+                         f"(ticket #{t.number}): {t.attrs.get(q.T_WORKER, '?')} was lost")
+
+    def say(self, message: str) -> None:
+        print(f"[{q.worker_name()}] {message}", flush=True)
+
+    def _check_grids_exist(self) -> None:
+        for name in self.cfg.grids or []:
+            q.GridQueue.open(self.storage, name)
+
+    def _queues(self) -> list[q.GridQueue]:
+        if self.cfg.grids is None:
+            queues = q.GridQueue.all(self.storage)
+        else:
+            queues = [q.GridQueue.open(self.storage, name) for name in self.cfg.grids]
+        ready = []
+        for queue in queues:
+            attrs = queue.attrs()
+            if q.A_PARENT_RUN in attrs:
+                uri = self._tracking_uri(attrs)
+                if uri not in self._checked:  # fail before claiming, not point by point
+                    q.check_tracking(uri)
+                    self._checked.add(uri)
+                ready.append(queue)
+            elif queue.name not in self._skipped:
+                self._skipped.add(queue.name)
+                self.say(f"{queue.name}: skipped, its MLflow experiment is not set up yet; "
+                         f"run `senet queue {queue.name}` again")
+        return ready
+
+    def _claim(self, queues: list[q.GridQueue]) -> tuple[q.GridQueue, q.Ticket] | None:
+        for queue in queues:
+            for ticket in queue.waiting():
+                if not queue.try_claim(ticket):
+                    continue
+                reason = queue.settle(ticket, self.cfg.grace_s)
+                if reason is None:
+                    return queue, ticket
+                queue.close(ticket, reason)
+                self.say(f"{queue.name}: ticket #{ticket.number} closed: {reason}")
+        return None
+
+    # -- one training
+
+    def train_config(self, queue: q.GridQueue, ticket: q.Ticket, attrs: dict[str, Any]):
+        from senet.config import TrainConfig
+        from senet.grid import MODEL_OPTION_KEYS
+
+        s = ticket.settings
+        defaults = TrainConfig(model=s["model"])
+        return TrainConfig(
+            model=s["model"],
+            model_options={k: v for k, v in s.items() if k in MODEL_OPTION_KEYS},
+            dataset=s["dataset"],
+            preset=s["preset"],
+            epochs=s.get("epochs"),
+            batch_size=s.get("batch_size"),
+            lr=s.get("lr"),
+            subset=s.get("subset"),
+            seed=ticket.seed,
+            device=self.cfg.device,
+            data_root=self.cfg.data_root,
+            out=str(run_folder(self.cfg.runs_dir, queue.name, ticket.point, ticket.seed)),
+            tracking_uri=self._tracking_uri(attrs),
+            experiment=attrs[q.A_EXPERIMENT],
+            resume=True,
+            compile=s.get("compile", defaults.compile),
+            amp=s.get("amp", defaults.amp),
+            workers=s.get("workers", defaults.workers),
+            tags={
+                q.A_GRID: queue.name,
+                q.T_POINT: ticket.point,
+                q.T_SEED: str(ticket.seed),
+                q.T_LABEL: ticket.label,
+            },
+            parent_run_id=attrs[q.A_PARENT_RUN],
+            run_name=f"{ticket.label} seed {ticket.seed}",
+        )
+
+    def _tracking_uri(self, attrs: dict[str, Any]) -> str:
+        return self.cfg.tracking_uri or attrs.get(q.A_TRACKING_URI) or q.DEFAULT_TRACKING_URI
+
+    def _train(self, queue: q.GridQueue, ticket: q.Ticket) -> None:
+        attrs = queue.attrs()
+        cfg = self.train_config(queue, ticket, attrs)
+        folder = Path(cfg.out)
+        resumed = (folder / "checkpoint.pt").exists()
+        self.say(f"{queue.name}: training {ticket.label!r} seed {ticket.seed} "
+                 f"(ticket #{ticket.number}{', resuming' if resumed else ''}) in {folder}")
+        _attempt_log(folder, {"event": "start", "ticket": ticket.number, "checkpoint": resumed})
+        started = time.time()
+        prefix = f"[{queue.name} {ticket.label} s{ticket.seed}]"
+        outcome: dict[str, Any]
+        with Heartbeat(queue, ticket.trial_id, self.cfg.heartbeat_s) as beat:
+            try:
+                summary = self._train_fn()(
+                    cfg,
+                    heartbeat=None,
+                    should_stop=lambda: beat.lost or self.stop_requested,
+                    log=lambda msg: print(f"{prefix} {msg}", flush=True),
+                )
+                outcome = self._report(queue, ticket, summary, time.time() - started)
+            except KeyboardInterrupt:
+                self._give_back(queue, ticket, "interrupted (Ctrl-C)")
+                _attempt_log(folder, {"event": "end", "ticket": ticket.number,
+                                      "outcome": "interrupted"})
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad point must not stop the grid
+                outcome = self._failed(queue, ticket, exc, beat.lost, cfg, attrs)
+        _attempt_log(folder, {"event": "end", "ticket": ticket.number, **outcome})
+        self._close_parent_if_drained(queue, attrs)
+
+    def _train_fn(self) -> TrainFn:
+        if self.train_fn is None:
+            from senet.train import run_training
+
+            self.train_fn = run_training
+        return self.train_fn
+
+    def _report(
+        self, queue: q.GridQueue, ticket: q.Ticket, summary: dict[str, Any], seconds: float
+    ) -> dict[str, Any]:
+        value = summary.get("final_val_top1_err")
+        if not isinstance(value, int | float):
+            raise SenetError(f"training returned no final_val_top1_err (got {value!r})")
+        attrs = {q.T_RUN_ID: summary.get("mlflow_run_id"), "senet.seconds": round(seconds, 1)}
+        if queue.complete(ticket.trial_id, float(value), attrs):
+            self.say(f"{queue.name}: {ticket.label!r} seed {ticket.seed}: "
+                     f"val top-1 error {value:.2f}% in {_fmt_duration(seconds)}")
+            return {"outcome": "done", "value": value}
+        # Reaped while finishing (e.g. a long stall): the work is done, so hand the result
+        # to the replacement ticket instead of letting someone train the point again.
+        for other in queue.waiting():
+            if other.slot == ticket.slot and queue.try_claim(other):
+                queue.complete(other.trial_id, float(value), attrs)
+                return {"outcome": "done", "value": value, "via_ticket": other.number}
+        return {"outcome": "done-after-reap", "value": value}
+
+    def _failed(
+        self,
+        queue: q.GridQueue,
+        ticket: q.Ticket,
+        exc: Exception,
+        lost: bool,
+        cfg: Any,
+        attrs: dict[str, Any],
+    ) -> dict[str, Any]:
+        from senet.errors import TrainingFailed
+
+        if lost:
+            self.say(f"{queue.name}: {ticket.label!r} seed {ticket.seed}: stopped, its "
+                     "ticket was given to another worker")
+            return {"outcome": "lost"}
+        if self.stop_requested:
+            self._give_back(queue, ticket, "interrupted (worker stopped)")
+            return {"outcome": "interrupted"}
+        if isinstance(exc, SenetError):
+            reason = str(exc)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        reason = " ".join(reason.split())[:500]
+        queue.fail(ticket.trial_id, reason)
+        if not isinstance(exc, TrainingFailed):
+            self._close_orphan_runs(cfg, attrs)
+        self.say(f"{queue.name}: {ticket.label!r} seed {ticket.seed} FAILED: {reason}")
+        return {"outcome": "failed", "reason": reason}
+
+    def _give_back(self, queue: q.GridQueue, ticket: q.Ticket, reason: str) -> None:
+        if queue.fail(ticket.trial_id, reason):
+            queue.requeue(ticket, reason)
+            self.say(f"{queue.name}: {ticket.label!r} seed {ticket.seed} put back in the queue")
+
+    def _close_orphan_runs(self, cfg: Any, attrs: dict[str, Any]) -> None:
+        """A crash outside the training loop can leave the point's MLflow run RUNNING."""
+        try:
+            import mlflow
+            from mlflow import MlflowClient
+
+            if mlflow.active_run() is not None:
+                mlflow.end_run("FAILED")
+            client = MlflowClient(tracking_uri=cfg.tracking_uri)
+            runs = client.search_runs([attrs[q.A_EXPERIMENT_ID]], q.tag_filter(cfg.tags))
+            for run in runs:
+                if run.info.status == "RUNNING":
+                    client.set_terminated(run.info.run_id, status="FAILED")
+        except Exception as exc:  # noqa: BLE001 - best effort; the failure is already recorded
+            self.say(f"could not close the MLflow run: {q._one_line(exc)}")
+
+    def _close_parent_if_drained(self, queue: q.GridQueue, attrs: dict[str, Any]) -> None:
+        if queue.counts().left:
+            return
+        try:
+            q.set_parent_status(self._tracking_uri(attrs), attrs[q.A_PARENT_RUN], "FINISHED")
+        except Exception as exc:  # noqa: BLE001
+            self.say(f"{queue.name}: could not close the grid's parent run: {q._one_line(exc)}")
+
+
+# ---------------------------------------------------------------------------
+# Entry points
+
+
+def run_worker(cfg: WorkerConfig, train_fn: TrainFn | None = None) -> int:
+    """One worker in this process; SIGTERM lets the current point stop cleanly and
+    puts it back in the queue (its checkpoint is kept)."""
+    if cfg.cpu_threads:
+        import torch
+
+        torch.set_num_threads(cfg.cpu_threads)
+    worker = Worker(cfg, train_fn)
+
+    def _on_term(signum: int, _frame: Any) -> None:
+        worker.stop_requested = True
+        worker.say(f"signal {signum}: stopping after the current step")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_term)
+    return worker.run()
+
+
+def parse_devices(spec: str) -> list[str]:
+    """`0,1` -> cuda:0, cuda:1; `cpu,cpu` -> two CPU workers; `auto` allowed."""
+    devices = []
+    for item in (s.strip() for s in spec.split(",")):
+        if item.isdigit():
+            devices.append(f"cuda:{item}")
+        elif item in ("cpu", "auto", "cuda") or item.startswith("cuda:"):
+            devices.append(item)
+        else:
+            raise SenetError(f"--devices {spec!r}: expected a comma list of GPU indices or cpu")
+    if not devices:
+        raise SenetError("--devices: empty list")
+    return devices
+
+
+def _child(cfg: WorkerConfig) -> None:
+    try:
+        run_worker(cfg)
+    except SenetError as exc:
+        print(f"senet work [{cfg.device}]: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def run_devices(cfg: WorkerConfig, devices: list[str]) -> int:
+    """One worker process per device; returns the worst exit code."""
+    import multiprocessing
+
+    n_cpu = sum(d == "cpu" for d in devices)
+    threads = max(1, (os.cpu_count() or 1) // n_cpu) if n_cpu else None
+    ctx = multiprocessing.get_context("spawn")  # no forked CUDA or storage state
+    procs = []
+    for device in devices:
+        child_cfg = replace(cfg, device=device, cpu_threads=threads if device == "cpu" else None)
+        proc = ctx.Process(target=_child, args=(child_cfg,), name=f"senet-work-{device}")
+        proc.start()
+        procs.append(proc)
+
+    def _forward(signum: int, _frame: Any) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, _forward)
+    try:
+        for proc in procs:
+            proc.join()
+    except KeyboardInterrupt:
+        _forward(signal.SIGINT, None)  # children got Ctrl-C too; make sure they stop
+        for proc in procs:
+            proc.join()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    codes = [proc.exitcode or 0 for proc in procs]
+    return max(codes, key=abs)

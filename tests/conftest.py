@@ -1,0 +1,70 @@
+"""Shared fixtures: an MLflow store that is migrated once per session, and a PostgreSQL
+server for the queue tests (from SENET_TEST_POSTGRES_URL, or a local one if reachable)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+# What `.ci/postgres.sh` creates; tried when SENET_TEST_POSTGRES_URL is not set.
+LOCAL_POSTGRES_URL = "postgresql://senet:senet@127.0.0.1:5432/senet_test"
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    """Creating an MLflow SQLite store runs its schema migrations (seconds); do it once
+    and hand every test a copy."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    db = folder / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def tracking_uri(_mlflow_template: Path, tmp_path: Path) -> str:
+    db = tmp_path / "mlflow.db"
+    shutil.copy(_mlflow_template, db)
+    return f"sqlite:///{db}"
+
+
+def _reachable(url: str) -> str | None:
+    """None if a connection works, else why not (one line)."""
+    try:
+        import psycopg2
+    except ImportError:
+        return "psycopg2 is not installed"
+    try:
+        psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"),
+                         connect_timeout=3).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable here"
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("SENET_TEST_POSTGRES_URL")
+    if url:
+        problem = _reachable(url)
+        if problem:
+            pytest.fail(f"SENET_TEST_POSTGRES_URL is set but unusable: {problem}")
+        return url
+    problem = _reachable(LOCAL_POSTGRES_URL)
+    if problem:
+        pytest.skip(
+            "no PostgreSQL server: set SENET_TEST_POSTGRES_URL or run `bash .ci/postgres.sh` "
+            f"({problem})"
+        )
+    return LOCAL_POSTGRES_URL
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """Grid names shared storages will not have seen before."""
+    return f"t{uuid.uuid4().hex[:8]}"

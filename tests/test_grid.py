@@ -1,0 +1,187 @@
+"""Grid files: every shipped grid validates, and every mistake names file:key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from senet.errors import SenetError
+from senet.grid import available_grids, grid_name, load_grid, point_id
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(
+    p.relative_to(REPO / "experiments").with_suffix("").as_posix()
+    for p in (REPO / "experiments").rglob("*.toml")
+)
+ABLATIONS = ["activation", "gate", "integration", "nosqueeze", "reduction", "se3x3",
+             "squeeze", "stages"]
+
+
+def test_every_shipped_grid_is_there_and_validates():
+    expected = {f"imagenet/{a}" for a in ABLATIONS}
+    for ds in ("cifar10", "cifar100"):
+        expected |= {f"{ds}/{a}" for a in ABLATIONS} | {f"{ds}/main"}
+    expected.add("demo")
+    assert set(SHIPPED) == expected
+    assert set(available_grids()) >= expected
+    for name in SHIPPED:
+        grid = load_grid(name)
+        assert grid.name == name
+        assert grid.points and grid.seeds
+        assert grid.baseline in {p.id for p in grid.points}, name
+        assert len({p.id for p in grid.points}) == len(grid.points)
+
+
+def test_imagenet_grids_follow_the_paper():
+    rows = {name: [p.label for p in load_grid(f"imagenet/{name}").points] for name in ABLATIONS}
+    assert rows["reduction"] == ["reduction=2", "reduction=4", "reduction=8", "reduction=16",
+                                 "reduction=32", "original (ResNet-50)"]
+    assert rows["stages"] == ["ResNet-50", "SE_Stage_2", "SE_Stage_3", "SE_Stage_4", "SE_All"]
+    assert rows["nosqueeze"] == ["ResNet-50", "NoSqueeze", "SE"]
+    assert rows["integration"] == ["SE", "SE-PRE", "SE-POST", "SE-Identity"]
+    assert rows["se3x3"] == ["SE", "SE_3x3"]
+    assert rows["squeeze"] == ["Max", "Avg"]
+    assert rows["gate"] == ["ReLU", "Tanh", "Sigmoid"]
+    assert rows["activation"] == ["ReLU", "none"]
+    grid = load_grid("imagenet/reduction")
+    assert grid.paper_table == "imagenet/reduction" and grid.paper_ref == "TPAMI Table 10"
+    for p in grid.points:
+        assert p.settings["preset"] == "imagenet-ablation"
+        assert p.settings["layout"] == "original"
+    baseline = grid.points[-1]
+    # the plain row keeps the shared settings but not the SE options
+    assert baseline.settings == {"dataset": "imagenet", "preset": "imagenet-ablation",
+                                 "model": "resnet50", "layout": "original"}
+    assert [p.model_options() for p in grid.points[:2]] == [
+        {"layout": "original", "reduction": 2}, {"layout": "original", "reduction": 4}]
+
+
+def test_cifar_grids_carry_the_plain_baseline():
+    for ds in ("cifar10", "cifar100"):
+        for name in ABLATIONS:
+            grid = load_grid(f"{ds}/{name}")
+            models = [p.model for p in grid.points]
+            assert models.count("resnet110") == 1, (ds, name)
+            assert all(p.settings["dataset"] == ds for p in grid.points)
+            assert all(p.settings["preset"] == "cifar-preact" for p in grid.points)
+        stages = [p.settings.get("stages") for p in load_grid(f"{ds}/stages").points]
+        assert stages == [None, "1", "2", "3", "1,2,3"]
+        main = load_grid(f"{ds}/main")
+        assert [(p.model, p.settings["preset"]) for p in main.points] == [
+            ("resnet110", "cifar-preact"), ("se_resnet110", "cifar-preact"),
+            ("resnet164", "cifar-preact"), ("se_resnet164", "cifar-preact"),
+            ("wrn16_8", "cifar-wrn"), ("se_wrn16_8", "cifar-wrn")]
+
+
+def test_demo_grid_is_small():
+    demo = load_grid("demo")
+    assert len(demo.points) >= 4 and len(demo.seeds) >= 2
+    for p in demo.points:
+        assert p.settings["dataset"] == "builtin" and p.settings["preset"] == "fast"
+        assert p.model in ("resnet20", "se_resnet20")
+
+
+def test_point_ids_are_stable_hashes():
+    # Pinned: changing the hashing would orphan every queued and finished point.
+    assert point_id({"model": "resnet20", "dataset": "builtin", "preset": "fast"}) == (
+        point_id({"preset": "fast", "dataset": "builtin", "model": "resnet20"}))
+    assert point_id({"model": "resnet20"}) == "b284ca339e"
+    ids = [p.id for p in load_grid("imagenet/reduction").points]
+    assert ids == [p.id for p in load_grid("imagenet/reduction").points]
+
+
+def test_names_resolve_from_paths(tmp_path):
+    assert grid_name(REPO / "experiments" / "cifar10" / "reduction.toml") == "cifar10/reduction"
+    assert grid_name(tmp_path / "mine.toml") == "mine"
+    assert load_grid(str(REPO / "experiments" / "demo.toml")).name == "demo"
+
+
+# ---------------------------------------------------------------------------
+# Errors name file:key, the bad value and the valid choices
+
+BASE = 'dataset = "cifar10"\npreset = "cifar-preact"\nmodel = "se_resnet110"\n'
+
+
+def _error(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SenetError) as info:
+        load_grid(str(path))
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "needles"),
+    [
+        (BASE + "colour = 1\n", "colour", ["unknown key 'colour'", "reduction", "epochs"]),
+        (BASE + "[axes]\nreduktion = [2]\n", "axes.reduktion", ["unknown key 'reduktion'"]),
+        (BASE + '[[variants]]\nlabel = "x"\nsqueeze = "mean"\n', "variants[0].squeeze",
+         ["'mean'", "avg, max, none"]),
+        (BASE + '[[variants]]\nlabel = "x"\nmodel = "resnet111"\n', "variants[0].model",
+         ["'resnet111'", "se_resnet110"]),
+        (BASE + '[[variants]]\nlabel = "x"\nlayout = "v1.5"\n', "variants[0].layout",
+         ["layout", "ImageNet models only"]),
+        (BASE + '[[variants]]\nlabel = "x"\nstages = "3,5"\n', "variants[0].stages",
+         ["'3,5'", "1,2,3"]),
+        (BASE + '[[variants]]\nlabel = "plain"\nmodel = "resnet110"\nreduction = 8\n',
+         "variants[0].reduction", ["SE option 'reduction' on plain model 'resnet110'"]),
+        (BASE + '[[variants]]\nlabel = "x"\nmodel = "se_resnet50"\n', "variants[0].model",
+         ["imagenet model", "'cifar10'"]),
+        (BASE + "seed = 3\n[axes]\nreduction = [2]\n", "seed", ["seeds = [...]"]),
+        (BASE + '[[variants]]\nlabel = "x"\nout = "here"\n', "variants[0].out",
+         ["senet work --runs-dir"]),
+        (BASE + "[axes]\nreduction = [0]\n", "axes.reduction", ["reduction=0", ">= 1"]),
+        (BASE + "[axes]\nepochs = [0]\n", "axes.epochs", ["integer >= 1", "0"]),
+        (BASE + '[axes]\npreset = ["slow"]\n', "axes.preset", ["'slow'", "cifar-wrn"]),
+        (BASE + "[axes]\nreduction = []\n", "axes.reduction", ["non-empty list"]),
+        (BASE + 'seeds = [0, 0]\n[axes]\nreduction = [2]\n', "seeds", ["repeated seed"]),
+        (BASE + '[axes]\nreduction = [16]\n[[variants]]\nlabel = "default"\n', "variants",
+         ["'reduction=16' and 'default' train the same settings"]),
+        (BASE + '[[variants]]\nlabel = "a"\n[[variants]]\nlabel = "a"\nreduction = 2\n',
+         "variants", ["share the label 'a'"]),
+        (BASE + 'baseline = "nope"\n[axes]\nreduction = [2]\n', "baseline",
+         ["no point is labelled 'nope'", "'reduction=2'"]),
+        ('dataset = "cifar10"\nmodel = "se_resnet110"\n[axes]\nreduction = [2]\n', "preset",
+         ["missing"]),
+        (BASE + '[[variants]]\nreduction = 2\n', "variants[0].label", ["label"]),
+        (BASE, "axes", ["no points"]),
+    ],
+)
+def test_validation_errors_name_file_and_key(tmp_path, text, where, needles):
+    message = _error(tmp_path, text)
+    assert f"bad.toml:{where}: " in message, message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_inherited_se_options_are_dropped_for_a_plain_row_but_checked_on_se_rows(tmp_path):
+    path = tmp_path / "ok.toml"
+    path.write_text(BASE + 'reduction = 8\n[[variants]]\nlabel = "SE"\n'
+                    '[[variants]]\nlabel = "plain"\nmodel = "resnet110"\n')
+    grid = load_grid(str(path))
+    assert [p.settings.get("reduction") for p in grid.points] == [8, None]
+    message = _error(tmp_path, BASE.replace("cifar10", "imagenet").replace(
+        "se_resnet110", "se_resnet50").replace("cifar-preact", "imagenet-ablation")
+        + 'stages = "1"\n[[variants]]\nlabel = "x"\n')
+    assert "bad.toml:stages: " in message and "2,3,4,5" in message
+
+
+def test_toml_syntax_and_unknown_grid(tmp_path):
+    assert "invalid TOML" in _error(tmp_path, "model = \n")
+    with pytest.raises(SenetError, match="unknown grid 'cifar10/nope'.*cifar10/reduction"):
+        load_grid("cifar10/nope")
+
+
+def test_queue_of_a_bad_grid_queues_nothing(tmp_path, capsys):
+    from senet.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BASE + "[axes]\nreduction = [2, 0]\n")
+    storage = tmp_path / "q.journal"
+    assert main(["queue", "demo", str(bad), "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("senet queue: error: ") and "bad.toml:axes.reduction" in err
+    assert not storage.exists()
