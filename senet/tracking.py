@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,12 @@ class RunTracker:
 
             src: Any = HTTPDatasetSource(source)
         elif os.path.exists(source):
-            from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
 
-            src = LocalArtifactDatasetSource(os.path.abspath(source))
+            # MLflow registers its local-file source class at run time; resolve by path.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "can be interpreted in multiple ways"
+                src = resolve_dataset_source(os.path.abspath(source))
         else:
             from mlflow.data.code_dataset_source import CodeDatasetSource
 

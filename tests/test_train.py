@@ -135,3 +135,23 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert cli_main(["train", "se_resnet20", "--dataset", "mnist", *uri]) == 2
     assert "mnist" in capsys.readouterr().err
     assert cli_main(["train", "se_resnet20", "--device", "cuda:0", *uri]) in (0, 2)
+
+
+def test_a_folder_dataset_trains_and_is_logged_as_a_local_source(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("SENET_CACHE", str(tmp_path / "cache"))
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for c in range(3):
+            folder = tmp_path / "tree" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = (torch.rand(16, 16, 3, generator=gen) * 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    cfg = _cfg(tmp_path, dataset=f"folder:{tmp_path / 'tree'}", subset=None, batch_size=6,
+               epochs=1)
+    summary = run_training(cfg)
+    run = MlflowClient(cfg.tracking_uri).get_run(summary["mlflow_run_id"])
+    source = json.loads(run.inputs.dataset_inputs[0].dataset.source)
+    assert str(tmp_path / "tree") in json.dumps(source)
