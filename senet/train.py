@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import re
 import sys
 import time
@@ -142,6 +143,23 @@ class _Progress:
             print("\r" + " " * 80 + "\r", end="", file=sys.stderr, flush=True)
 
 
+def _rng_state() -> dict[str, Any]:
+    """Global RNG states. Batches and augmentation draw from (seed, epoch) generators and
+    need none of these; they are kept so that any global randomness (dropout in a user's
+    model, say) also resumes where it stopped."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(rng: dict[str, Any] | None) -> None:
+    if not rng:
+        return
+    torch.set_rng_state(rng["torch"].cpu())
+    random.setstate(rng["python"])
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+
+
 def _topk_errors(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
     k = min(5, logits.shape[1])
     top = logits.topk(k, dim=1).indices
@@ -240,6 +258,7 @@ def run_training(
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
         state = ckpt["state"]
+        _set_rng_state(ckpt.get("rng"))
         say(f"resuming {out} after epoch {state['epoch']}/{plan.epochs}")
 
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
@@ -271,18 +290,20 @@ def run_training(
                       run_name=cfg.run_name or out.name,
                       system_metrics=os.environ.get("SENET_SYSTEM_METRICS", "1") != "0")
         state["run_id"] = tracker.run_id
-        tracker.set_tags(tags)
-        tracker.log_params(params)
-        if state["epoch"] == 0:
-            tracker.log_dataset(data.name, data.source, data.digest, "training")
-        (out / "config.json").write_text(json.dumps(
-            {"config": cfg.to_dict(), "resolved": params, "gmacs": counts.gmacs,
-             "params": counts.params}, indent=2, default=str))
 
-    say(f"{cfg.model} on {data.name}: {counts.params / 1e6:.2f}M params, "
-        f"{counts.gmacs:.3f} GMACs, {data.train_len} train / {data.val_len} val images, "
-        f"{plan.epochs} epochs of {steps} steps, device {device}, run {state['run_id']}")
+    # From here on any failure closes the MLflow run: none is left RUNNING by mistake.
     try:
+        if tracker:
+            tracker.set_tags(tags)
+            tracker.log_params(params)
+            if state["epoch"] == 0:
+                tracker.log_dataset(data.name, data.source, data.digest, "training")
+            (out / "config.json").write_text(json.dumps(
+                {"config": cfg.to_dict(), "resolved": params, "gmacs": counts.gmacs,
+                 "params": counts.params}, indent=2, default=str))
+        say(f"{cfg.model} on {data.name}: {counts.params / 1e6:.2f}M params, "
+            f"{counts.gmacs:.3f} GMACs, {data.train_len} train / {data.val_len} val images, "
+            f"{plan.epochs} epochs of {steps} steps, device {device}, run {state['run_id']}")
         for epoch in range(state["epoch"] + 1, plan.epochs + 1):
             t0 = time.monotonic()
             train_stats = _train_epoch(train_model, optimizer, schedule, data, epoch, plan,
@@ -297,7 +318,8 @@ def run_training(
             state["wall"] += time.monotonic() - t0
             if is_main:
                 _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "schedule": schedule.state_dict(), "state": state}, ckpt_path)
+                              "schedule": schedule.state_dict(), "state": state,
+                              "rng": _rng_state()}, ckpt_path)
                 tracker.log_metrics(metrics, step=epoch)
                 left = (plan.epochs - epoch) * state["wall"] / len(state["history"])
                 say(f"epoch {epoch}/{plan.epochs}  loss {metrics['train_loss']:.4f}  "
@@ -307,6 +329,9 @@ def run_training(
             if schedule.finished:
                 say(f"validation loss plateaued after {schedule.max_drops} drops: stopping")
                 break
+        summary = _summarise(state, counts, cfg, plan)
+        if tracker:
+            _finish_run(tracker, model, data, out, summary)
     except TrainingFailed as exc:
         if tracker:
             tracker.set_tags({"senet.fail_reason": str(exc)})
@@ -323,14 +348,11 @@ def run_training(
             tracker.set_tags({"senet.stop_reason": str(exc)})
             tracker.finish("KILLED")
         raise
-    except BaseException:
+    except BaseException as exc:
         if tracker:
+            tracker.set_tags({"senet.fail_reason": f"{type(exc).__name__}: {exc}"[:500]})
             tracker.finish("FAILED")
         raise
-
-    summary = _summarise(state, counts, cfg, plan)
-    if is_main:
-        _finish_run(tracker, model, data, out, summary)
     return summary
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 HELP = "train one model variant and record it in MLflow"
 
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         amp={"auto": None, "on": True, "off": False}[args.amp], workers=args.workers,
     )
     summary = run_training(cfg)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun only rank 0 reports
     print(json.dumps({k: summary[k] for k in (
         "final_val_top1_err", "final_val_top5_err", "best_val_top1_err", "epochs_done",
         "mlflow_run_id", "status")}))
