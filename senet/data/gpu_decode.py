@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from senet.data.images import open_rgb, unreadable
-from senet.data.streaming import CropPlan, LoadError, Pipeline
+from senet.data.streaming import CropPlan, ImageFiles, LoadError, Pipeline
 from senet.errors import SenetError
 
 
@@ -35,14 +35,8 @@ class Encoded:
     label: int
 
 
-class EncodedImages(Dataset):
-    def __init__(self, files: list[str], labels: list[int], plan: CropPlan) -> None:
-        self.files = files
-        self.labels = labels
-        self.plan = plan
-
-    def __len__(self) -> int:
-        return len(self.files)
+class EncodedImages(ImageFiles):
+    """Reads one file's bytes (decoding happens later, batched on the GPU)."""
 
     def __getitem__(self, key: int | tuple[int, int]) -> Encoded | LoadError:
         index, sample_seed = key if isinstance(key, tuple) else (key, 0)

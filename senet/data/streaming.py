@@ -93,8 +93,8 @@ class EpochSampler(Sampler):
         return self.length
 
 
-class PilImages(Dataset):
-    """Decodes one file with PIL into a uint8 (S,S,3) tensor. Keys: index or (index, seed)."""
+class ImageFiles(Dataset):
+    """Image files with their labels and the crop plan; subclasses decide how to decode."""
 
     def __init__(self, files: list[str], labels: list[int], plan: CropPlan) -> None:
         self.files = files
@@ -103,6 +103,10 @@ class PilImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+
+class PilImages(ImageFiles):
+    """Decodes one file with PIL into a uint8 (S,S,3) tensor. Keys: index or (index, seed)."""
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | LoadError:
         index, sample_seed = key if isinstance(key, tuple) else (key, 0)
