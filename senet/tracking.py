@@ -59,8 +59,11 @@ class RunTracker:
     """Starts, continues and closes the single MLflow run of one training."""
 
     def __init__(self, uri: str | None, experiment: str) -> None:
-        self.uri = resolve_uri(uri)
-        prepare_env(self.uri)
+        from senet.queue import check_tracking, with_driver
+
+        self.uri = with_driver(resolve_uri(uri))
+        # Seconds, not minutes of retries, when the store is down; before any real work.
+        check_tracking(self.uri)
         self.experiment = experiment
         self.run_id: str | None = None
 

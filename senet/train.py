@@ -220,6 +220,7 @@ def run_training(
 
     preset = load_preset(cfg.preset)
     plan = make_plan(cfg, preset)
+    tracker = RunTracker(cfg.tracking_uri, cfg.experiment) if is_main else None
     device = pick_device(cfg.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -271,7 +272,6 @@ def run_training(
     if cfg.compile:
         train_model = torch.compile(train_model)
 
-    tracker = None
     params: dict[str, Any] = {
         "model": cfg.model, "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
         "batch_size": plan.batch_size, "lr": plan.lr, "epochs": plan.epochs,
@@ -281,8 +281,7 @@ def run_training(
         "compile": cfg.compile, "world_size": world,
         **{k: v for k, v in model.senet_options.items()},
     }
-    if is_main:
-        tracker = RunTracker(cfg.tracking_uri, cfg.experiment)
+    if tracker:
         tags = {"senet.version": senet.__version__, "senet.git_commit": git_commit(),
                 "senet.device": torch.cuda.get_device_name(device) if device.type == "cuda"
                 else "cpu", **cfg.tags}

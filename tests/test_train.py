@@ -155,3 +155,12 @@ def test_a_folder_dataset_trains_and_is_logged_as_a_local_source(tmp_path, monke
     run = MlflowClient(cfg.tracking_uri).get_run(summary["mlflow_run_id"])
     source = json.loads(run.inputs.dataset_inputs[0].dataset.source)
     assert str(tmp_path / "tree") in json.dumps(source)
+
+
+def test_unreachable_tracking_server_is_one_line_before_any_training(tmp_path, capsys):
+    code = cli_main(["train", "se_resnet20", *QUICK, "--epochs", "1",
+                     "--out", str(tmp_path / "x"), "--tracking-uri", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "cannot reach MLflow tracking server http://127.0.0.1:9" in err[0]
+    assert not (tmp_path / "x" / "checkpoint.pt").exists()
