@@ -55,7 +55,9 @@ class SqueezeExcitation(nn.Module):
     def excitation(self, x: torch.Tensor) -> torch.Tensor:
         """The gate: (N, C, 1, 1), or (N, C, H, W) without squeeze."""
         if self.squeeze == "avg":
-            x = x.mean((2, 3), keepdim=True)
+            # sum-then-scale, not mean(): on channels_last CPU tensors the backward of
+            # mean() was measured 1.6-2.3x slower than that of sum().
+            x = x.sum((2, 3), keepdim=True) * (1.0 / (x.shape[2] * x.shape[3]))
         elif self.squeeze == "max":
             x = x.amax((2, 3), keepdim=True)
         return self.gate(self.fc2(self.act(self.fc1(x))))
