@@ -6,8 +6,8 @@ Counted, as one multiply-add each:
 - in each SE block the squeeze (one add per input element; none for NoSqueeze), the
   two FC layers (at every position for NoSqueeze), and the channel-wise scale.
   Where SE sits right before the residual sum (``standard``, ``identity``) the scale
-  and the addition are one fused multiply-add (the released Caffe model's Axpy layer,
-  ``torch.addcmul`` here), so the scale costs nothing extra.
+  and the addition are one fused multiply-add (the released Caffe model's Axpy layer),
+  so the scale costs nothing extra.
 BN, ReLU and the stem/head pooling are not counted. This is the one convention that
 lands within 0.01 of every GFLOPs figure the paper prints (ResNet-50/101/152 with and
 without SE, single-stage SE, SE_3x3, NoSqueeze); see the README table.
