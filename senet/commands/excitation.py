@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis.figures import plot_inter_class, plot_intra_class
     from senet.config import parse_sets
     from senet.data.scan import scan_split
+    from senet.data.streaming import IMAGENET_MEAN, IMAGENET_STD
     from senet.errors import SenetError
     from senet.models import build, se_blocks
     from senet.probe import excitation_stats
@@ -121,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
     loader = torch.utils.data.DataLoader(
         _Images(files, labels, args.size), batch_size=args.batch_size,
         num_workers=args.workers, pin_memory=device.type == "cuda")
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
 
     tty = sys.stderr.isatty()
 
