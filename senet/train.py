@@ -12,7 +12,6 @@ import math
 import os
 import random
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from torch import nn
 import senet
 from senet.config import TrainConfig, load_preset
 from senet.errors import SenetError, TrainingFailed
+from senet.progress import EpochBar, format_duration
 
 
 class TrainingStopped(SenetError):
@@ -111,36 +111,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)  # a kill mid-write never leaves a half checkpoint behind
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-class _Progress:
-    """A one-line bar within an epoch, drawn only when attached to a terminal."""
-
-    def __init__(self, total: int, epoch: int, epochs: int) -> None:
-        self.total, self.label = total, f"epoch {epoch}/{epochs}"
-        self.enabled = sys.stderr.isatty()
-        self.last = 0.0
-
-    def update(self, step: int, loss: float | None = None) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.2 and step < self.total):
-            return
-        self.last = now
-        filled = int(30 * step / max(1, self.total))
-        extra = f" loss {loss:.3f}" if loss is not None else ""
-        print(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {step}/{self.total}{extra}",
-              end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            print("\r" + " " * 80 + "\r", end="", file=sys.stderr, flush=True)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -324,7 +294,7 @@ def run_training(
                 say(f"epoch {epoch}/{plan.epochs}  loss {metrics['train_loss']:.4f}  "
                     f"train err {metrics['train_top1_err']:.2f}%  "
                     f"val err {val['val_top1_err']:.2f}% (top-5 {val['val_top5_err']:.2f}%)  "
-                    f"{metrics['img_per_s']:.0f} img/s  ETA {_fmt_time(left)}")
+                    f"{metrics['img_per_s']:.0f} img/s  ETA {format_duration(left)}")
             if schedule.finished:
                 say(f"validation loss plateaued after {schedule.max_drops} drops: stopping")
                 break
@@ -361,7 +331,7 @@ def _train_epoch(
     heartbeat: Callable[[], None] | None, should_stop: Callable[[], bool] | None,
 ) -> dict[str, float]:
     model.train()
-    progress = _Progress(data.steps_per_epoch(), epoch, plan.epochs)
+    progress = EpochBar(data.steps_per_epoch(), epoch, plan.epochs)
     loss_sum = torch.zeros((), dtype=torch.float64)
     wrong = torch.zeros((), dtype=torch.int64)
     seen = 0

@@ -23,6 +23,7 @@ from typing import Any
 
 from senet import queue as q
 from senet.errors import SenetError
+from senet.progress import format_duration
 
 TrainFn = Callable[..., dict[str, Any]]
 MAX_STORAGE_ERRORS = 5  # consecutive failed passes before a worker gives up
@@ -84,21 +85,12 @@ class Heartbeat:
                 return
 
 
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def progress_line(queue: q.GridQueue) -> str:
     tickets = queue.tickets()
     c = queue.counts(tickets)
     eta = queue.eta_seconds(tickets, idle_workers=1)  # this worker takes the next one
     return (f"{queue.name}: {c.done}/{c.total} points done, {c.left} left "
-            f"({c.running} running, {c.failed} failed), ETA {_fmt_duration(eta)}")
+            f"({c.running} running, {c.failed} failed), ETA {format_duration(eta)}")
 
 
 def run_folder(runs_dir: str | Path, grid: str, point: str, seed: int) -> Path:
@@ -294,7 +286,7 @@ class Worker:
         attrs = {q.T_RUN_ID: summary.get("mlflow_run_id"), "senet.seconds": round(seconds, 1)}
         if queue.complete(ticket.trial_id, float(value), attrs):
             self.say(f"{queue.name}: {ticket.label!r} seed {ticket.seed}: "
-                     f"val top-1 error {value:.2f}% in {_fmt_duration(seconds)}")
+                     f"val top-1 error {value:.2f}% in {format_duration(seconds)}")
             return {"outcome": "done", "value": value}
         # Reaped while finishing (e.g. a long stall): the work is done, so hand the result
         # to the replacement ticket instead of letting someone train the point again.

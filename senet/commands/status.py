@@ -79,13 +79,13 @@ def _grid_report(queue) -> dict:
 
 
 def _print_table(report: dict) -> None:
-    from senet.worker import _fmt_duration
+    from senet.progress import format_duration
 
     width = max(len("grid"), *(len(name) for name in report))
     print(f"{'grid':<{width}}  {'done':>5} {'running':>8} {'failed':>7} {'queued':>7} "
           f"{'total':>6}  ETA")
     for name, r in report.items():
-        eta = "-" if r["running"] + r["queued"] == 0 else _fmt_duration(r["eta_s"])
+        eta = "-" if r["running"] + r["queued"] == 0 else format_duration(r["eta_s"])
         print(f"{name:<{width}}  {r['done']:>5} {r['running']:>8} {r['failed']:>7} "
               f"{r['queued']:>7} {r['total']:>6}  {eta}")
     for name, r in report.items():
