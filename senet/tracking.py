@@ -158,7 +158,17 @@ class RunTracker:
             from mlflow.data.code_dataset_source import CodeDatasetSource
 
             src = CodeDatasetSource(tags={"generator": source})
-        mlflow.log_input(MetaDataset(src, name=name, digest=digest[:36]), context=context)
+        dataset = MetaDataset(src, name=name, digest=digest[:36])
+        try:
+            mlflow.log_input(dataset, context=context)
+        except Exception as exc:  # noqa: BLE001 - only the insert race is retried
+            # MLflow's store checks for the experiment's dataset row and inserts it in two
+            # steps, so two workers starting on the same data at once can both try the
+            # insert; the loser gets a unique-constraint error. By then the row exists and
+            # a second call just links it to this run.
+            if "unique" not in str(exc).lower():
+                raise
+            mlflow.log_input(dataset, context=context)
 
     def finish(self, status: str = "FINISHED") -> None:
         import mlflow
