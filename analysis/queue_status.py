@@ -16,7 +16,7 @@ class QueueReader:
     """Opens the queue storage once; ``for_grid`` gives a lookup per grid."""
 
     def __init__(self, storage_url: str | None) -> None:
-        from senet.queue import DEFAULT_STORAGE, open_storage, redact
+        from senet.storage import DEFAULT_STORAGE, open_storage, redact
 
         url = storage_url or DEFAULT_STORAGE
         self.where = redact(url)

@@ -147,7 +147,7 @@ def _mark(paper_diff: float | None, ours: float, ci: Interval | None) -> str:
 def _resolved_options(settings: dict[str, Any]) -> dict[str, Any]:
     """The model options a point trains with, defaults included (e.g. placement=standard
     for a row that only sets the model), so it matches its paper row before any run exists."""
-    from senet.grid import MODEL_OPTION_KEYS
+    from senet.models import OPTION_NAMES as MODEL_OPTION_KEYS
     from senet.models import validate_options
 
     model = settings.get("model")

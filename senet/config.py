@@ -14,42 +14,64 @@ from senet.errors import SenetError
 PRESET_DIR = resources.files("senet") / "presets"
 
 
+def _set_by(why: str, default: Any) -> Any:
+    """A field the worker or the queue fills in; a grid file may not set it (``why`` says
+    where it comes from instead)."""
+    return field(default=default, metadata={"set_by": why})
+
+
+def _internal(**kwargs: Any) -> Any:
+    """A field filled in by code (tracking bookkeeping), never a user setting."""
+    return field(metadata={"internal": True}, **kwargs)
+
+
 @dataclass
 class TrainConfig:
-    """Everything one training run needs. Options left as None come from the preset."""
+    """Everything one training run needs. Options left as None come from the preset.
+
+    The run settings are defined here once: fields without metadata are what a grid may
+    vary (GRID_KEYS), ``_set_by`` fields belong to the worker or the queue (WORKER_KEYS)."""
 
     model: str
-    model_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = _internal(default_factory=dict)
     dataset: str = "builtin"
     preset: str = "fast"
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
     subset: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    data_root: str | None = None
-    out: str | None = None
-    tracking_uri: str | None = None
-    experiment: str = "senet"
-    resume: bool = False
+    seed: int = _set_by("list seeds in `seeds = [...]` instead", 0)
+    device: str = _set_by("the worker picks it (senet work --devices)", "auto")
+    data_root: str | None = _set_by("give it to senet work --data-root", None)
+    out: str | None = _set_by("the worker picks it (senet work --runs-dir)", None)
+    tracking_uri: str | None = _set_by("give it to senet queue --tracking-uri", None)
+    experiment: str = _set_by("each grid gets its own MLflow experiment", "senet")
+    resume: bool = _set_by("workers always resume a point from its checkpoint", False)
     compile: bool = False
     amp: bool | None = None  # None: bf16 autocast on CUDA, off on CPU
     workers: int = 4
-    tags: dict[str, str] = field(default_factory=dict)
-    parent_run_id: str | None = None
-    run_name: str | None = None
+    tags: dict[str, str] = _internal(default_factory=dict)
+    parent_run_id: str | None = _internal(default=None)
+    run_name: str | None = _internal(default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} - {
-    "model_options",
-    "tags",
-    "parent_run_id",
-    "run_name",
-}
+_FIELDS = dataclasses.fields(TrainConfig)
+# Settings that describe *what* is trained, and so may vary between the points of a grid.
+GRID_KEYS: tuple[str, ...] = tuple(f.name for f in _FIELDS if not f.metadata)
+# Settings that belong to the worker or the queue, with the reason shown to the user.
+WORKER_KEYS: dict[str, str] = {f.name: f.metadata["set_by"] for f in _FIELDS
+                               if "set_by" in f.metadata}
+
+
+def split_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A grid point's flat settings as TrainConfig keyword arguments: its train settings,
+    and every other key (grids allow only model options besides) in ``model_options``."""
+    kwargs: dict[str, Any] = {k: v for k, v in settings.items() if k in GRID_KEYS}
+    kwargs["model_options"] = {k: v for k, v in settings.items() if k not in GRID_KEYS}
+    return kwargs
 
 
 def available_presets() -> list[str]:

@@ -1,5 +1,7 @@
 """User-facing errors: one line, naming the field or file and what to do."""
 
+from __future__ import annotations
+
 
 class SenetError(Exception):
     """An error the CLI prints as one line (no traceback)."""
@@ -7,3 +9,22 @@ class SenetError(Exception):
 
 class TrainingFailed(SenetError):
     """Training stopped for a reason worth recording (e.g. non-finite loss)."""
+
+
+class TrainingStopped(SenetError):
+    """The caller asked the run to stop (e.g. its queue lease was lost)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The root cause of ``exc`` as one line, for messages. Database drivers put the useful
+    part on the first line and SQL or links after it."""
+    cause = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = str(cause).strip() or type(cause).__name__
+    return " ".join(text.splitlines()[0].split())
+
+
+class TicketFinished(Exception):
+    """A queue ticket was already finished (e.g. reaped) when this worker wrote to it.
+    Internal: workers catch it; it never reaches the user."""

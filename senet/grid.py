@@ -18,37 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from senet.config import GRID_KEYS, WORKER_KEYS
 from senet.errors import SenetError
 
 EXPERIMENTS_DIR = "experiments"
 
 META_KEYS = ("title", "description", "paper_table", "paper_ref", "baseline", "seeds")
-# Keys of `senet train` that describe *what* is trained and so may vary in a grid.
-TRAIN_SETTING_KEYS = (
-    "model",
-    "dataset",
-    "preset",
-    "epochs",
-    "batch_size",
-    "lr",
-    "subset",
-    "compile",
-    "amp",
-    "workers",
-)
-# Train keys that belong to the worker or the queue, with the reason shown to the user.
-WORKER_KEYS = {
-    "seed": "list seeds in `seeds = [...]` instead",
-    "device": "the worker picks it (senet work --devices)",
-    "out": "the worker picks it (senet work --runs-dir)",
-    "resume": "workers always resume a point from its checkpoint",
-    "tracking_uri": "give it to senet queue --tracking-uri",
-    "experiment": "each grid gets its own MLflow experiment",
-    "data_root": "give it to senet work --data-root",
-}
-SE_OPTION_KEYS = ("reduction", "squeeze", "activation", "gate", "bias", "placement", "stages")
-MODEL_OPTION_KEYS = (*SE_OPTION_KEYS, "layout", "stem")
-SETTING_KEYS = (*TRAIN_SETTING_KEYS, *MODEL_OPTION_KEYS)
+# A grid's settings are one flat namespace: TrainConfig's grid keys plus the model options.
+# Both lists are defined once, in senet.config and senet.models; the model options are
+# looked up when a grid is parsed, because importing the models imports torch.
+
+
+def model_option_keys() -> tuple[str, ...]:
+    from senet.models import OPTION_NAMES
+
+    return OPTION_NAMES
+
+
+def setting_keys() -> tuple[str, ...]:
+    return (*GRID_KEYS, *model_option_keys())
+
 
 DATASETS = ("builtin", "cifar10", "cifar100", "imagenet")
 REQUIRED_KEYS = ("model", "dataset", "preset")
@@ -67,10 +56,10 @@ class Point:
         return self.settings["model"]
 
     def model_options(self) -> dict[str, Any]:
-        return {k: v for k, v in self.settings.items() if k in MODEL_OPTION_KEYS}
+        return {k: v for k, v in self.settings.items() if k in model_option_keys()}
 
     def train_settings(self) -> dict[str, Any]:
-        return {k: v for k, v in self.settings.items() if k in TRAIN_SETTING_KEYS}
+        return {k: v for k, v in self.settings.items() if k in GRID_KEYS}
 
 
 @dataclass
@@ -248,8 +237,8 @@ class _Parser:
             origin = f"{prefix}{key}"
             if key in WORKER_KEYS:
                 raise self.fail(origin, f"not a grid setting: {WORKER_KEYS[key]}")
-            if key not in SETTING_KEYS:
-                allowed = ", ".join(sorted(SETTING_KEYS))
+            if key not in setting_keys():
+                allowed = ", ".join(sorted(setting_keys()))
                 top = "" if prefix else (
                     f"; top-level keys are also {', '.join(META_KEYS)}, [axes], [[variants]]"
                 )
@@ -300,7 +289,9 @@ class _Parser:
         model, model_origin = merged["model"]
         self._check_model(model, model_origin, label)
         if not is_se_model(model):
-            for key in SE_OPTION_KEYS:
+            from senet.models import SE_OPTION_NAMES
+
+            for key in SE_OPTION_NAMES:
                 if key not in merged:
                     continue
                 if key in overrides:
@@ -326,7 +317,7 @@ class _Parser:
         point = Point(id=point_id(settings), label=label, settings=settings)
         # What actually trains, defaults filled in: two rows equal here are one point.
         self._resolved[point.label] = point_id(
-            {**{k: v for k, v in settings.items() if k in TRAIN_SETTING_KEYS}, **resolved}
+            {**{k: v for k, v in settings.items() if k in GRID_KEYS}, **resolved}
         )
         return point
 
@@ -347,7 +338,7 @@ class _Parser:
         from senet.models import validate_options
 
         options: dict[str, Any] = {}
-        for key in MODEL_OPTION_KEYS:
+        for key in model_option_keys():
             if key not in merged:
                 continue
             value, origin = merged[key]

@@ -1,18 +1,61 @@
-"""MLflow bookkeeping for one training run. ``mlflow`` is imported here only, lazily,
-because its import costs 1-2 s."""
+"""Everything MLflow: tracking URIs, the names of senet's tags and attrs, filter strings,
+experiments, the grid's parent run, and the single run of one training.
+
+``mlflow`` is imported lazily, inside functions, because its import costs 1-2 s.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from senet.errors import SenetError
+from senet.errors import SenetError, TrainingFailed, TrainingStopped, one_line
+from senet.storage import backend, connect_timeout, redact, sqlite_path, with_driver
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-IDENTITY_TAGS = ("senet.grid", "senet.point", "senet.seed")
+
+# ---------------------------------------------------------------------------
+# Names. Study (grid) attrs of the queue; several double as MLflow tags.
+A_GRID = "senet.grid"
+A_TITLE = "senet.title"
+A_PAPER_TABLE = "senet.paper_table"
+A_PAPER_REF = "senet.paper_ref"
+A_GRID_FILE = "senet.grid_file"
+A_POINTS = "senet.points"
+A_EXPERIMENT = "senet.mlflow_experiment"
+A_EXPERIMENT_ID = "senet.mlflow_experiment_id"
+A_PARENT_RUN = "senet.parent_run_id"
+A_TRACKING_URI = "senet.tracking_uri"
+
+# Trial (ticket) attrs of the queue; point, seed and label are also run tags.
+T_POINT = "senet.point"
+T_SEED = "senet.seed"
+T_LABEL = "senet.label"
+T_SETTINGS = "senet.settings"
+T_HEARTBEAT = "senet.heartbeat"
+T_WORKER = "senet.worker"
+T_REASON = "senet.reason"
+T_RUN_ID = "senet.mlflow_run_id"
+T_REPLACES = "senet.replaces"
+T_SECONDS = "senet.seconds"
+
+# MLflow run tags.
+TAG_ROLE = "senet.role"  # "grid" on a grid's parent run
+TAG_VERSION = "senet.version"
+TAG_GIT_COMMIT = "senet.git_commit"
+TAG_DEVICE = "senet.device"
+TAG_FAIL_REASON = "senet.fail_reason"
+TAG_STOP_REASON = "senet.stop_reason"
+IDENTITY_TAGS = (A_GRID, T_POINT, T_SEED)  # one seed run of one grid point
+
+
+# ---------------------------------------------------------------------------
+# URIs
 
 
 def prepare_env(uri: str) -> None:
@@ -26,6 +69,48 @@ def resolve_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """sqlite:///mlflow.db -> sqlite:////abs/mlflow.db, so workers started from another
+    folder write to the same database as `senet queue` did."""
+    path = sqlite_path(uri)
+    if path is None or path.is_absolute():
+        return uri
+    from sqlalchemy.engine import make_url
+
+    return make_url(uri).set(database=str(path.resolve())).render_as_string(hide_password=False)
+
+
+def check_tracking(uri: str) -> None:
+    """Fail in seconds with one line when the tracking backend cannot be reached,
+    instead of MLflow's minutes of retries."""
+    prepare_env(uri)
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=connect_timeout())
+        except requests.RequestException as exc:
+            raise SenetError(
+                f"cannot reach MLflow tracking server {redact(uri)}: {one_line(exc)}"
+            ) from None
+    elif backend(uri) in ("postgresql", "postgres", "mysql", "mssql"):
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(
+                with_driver(uri), connect_args={"connect_timeout": connect_timeout()}
+            )
+            with engine.connect():
+                pass
+            engine.dispose()
+        except Exception as exc:
+            raise SenetError(
+                f"cannot reach MLflow tracking database {redact(uri)}: {one_line(exc)}"
+            ) from None
+    elif (path := sqlite_path(uri)) is not None and not path.parent.is_dir():
+        raise SenetError(f"tracking URI {uri}: folder {path.parent} does not exist")
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -37,8 +122,50 @@ def git_commit() -> str:
         return "unknown"
 
 
-def get_or_create_experiment(client: Any, name: str) -> str:
-    """Experiment id by name, created if needed (tolerates a concurrent creator)."""
+# ---------------------------------------------------------------------------
+# Filters
+
+
+def _quoted(value: str) -> tuple[str, str]:
+    """(comparator, literal) for an exact tag match. MLflow strips the quotes of a string
+    literal but unescapes nothing, so a value holding ' goes in double quotes. One holding
+    both kinds cannot be written exactly: LIKE with `_` for each quote over-matches, and
+    ``find_runs`` keeps only the exact matches."""
+    if "'" not in value:
+        return "=", f"'{value}'"
+    if '"' not in value:
+        return "=", f'"{value}"'
+    pattern = "".join("_" if c in "'\"%_" else c for c in value)
+    return "LIKE", f"'{pattern}'"
+
+
+def tag_filter(tags: dict[str, Any]) -> str:
+    """An MLflow filter string matching runs that carry every tag in ``tags``."""
+    parts = []
+    for key, value in tags.items():
+        op, literal = _quoted(str(value))
+        parts.append(f"tags.`{key}` {op} {literal}")
+    return " and ".join(parts)
+
+
+def has_tags(run: Any, tags: dict[str, Any]) -> bool:
+    return all(run.data.tags.get(k) == str(v) for k, v in tags.items())
+
+
+def find_runs(client: Any, experiment_ids: list[str], tags: dict[str, Any],
+              max_results: int = 1000) -> list[Any]:
+    """Runs of the experiments that carry exactly these tags."""
+    runs = client.search_runs(experiment_ids, tag_filter(tags), max_results=max_results)
+    return [run for run in runs if has_tags(run, tags)]
+
+
+# ---------------------------------------------------------------------------
+# Experiments and the grid's parent run
+
+
+def get_or_create_experiment(client: Any, name: str, tags: dict[str, str] | None = None) -> str:
+    """Experiment id by name: restored if it was deleted, created if missing (a concurrent
+    creator is tolerated)."""
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(name)
@@ -47,7 +174,7 @@ def get_or_create_experiment(client: Any, name: str) -> str:
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags=tags)
     except MlflowException:
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -55,12 +182,105 @@ def get_or_create_experiment(client: Any, name: str) -> str:
         return exp.experiment_id
 
 
+class GridAttrs(Protocol):
+    """What ensure_grid_tracking needs of a grid's queue (senet.queue.GridQueue)."""
+
+    name: str
+
+    def attrs(self) -> dict[str, Any]: ...
+
+    def set_attr(self, key: str, value: Any) -> None: ...
+
+
+def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str) -> dict[str, str]:
+    """Create the grid's MLflow experiment and parent run once, and record them in the
+    study so every worker nests its runs under the same parent without racing to create
+    it. Re-running finds the existing ones (by study attrs, then by tags)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    attrs = queue.attrs()
+    if attrs.get(A_TRACKING_URI) not in (None, tracking_uri):
+        # Queued before against another tracking store: its parent run is not in this one.
+        attrs = {k: v for k, v in attrs.items() if k not in (A_PARENT_RUN, A_EXPERIMENT_ID)}
+    experiment_name = attrs.get(A_EXPERIMENT) or queue.name
+    parent_tags = {A_GRID: queue.name, TAG_ROLE: "grid"}
+    try:
+        experiment_id = get_or_create_experiment(client, experiment_name, {A_GRID: queue.name})
+        parent = attrs.get(A_PARENT_RUN)
+        if parent is None:
+            found = find_runs(client, [experiment_id], parent_tags, max_results=1)
+            if found:
+                parent = found[0].info.run_id
+            else:
+                run = client.create_run(experiment_id, tags=parent_tags, run_name=queue.name)
+                parent = run.info.run_id
+    except SenetError:
+        raise
+    except Exception as exc:
+        raise SenetError(f"MLflow tracking {redact(tracking_uri)}: {one_line(exc)}") from None
+    wanted = {
+        A_EXPERIMENT: experiment_name,
+        A_EXPERIMENT_ID: experiment_id,
+        A_PARENT_RUN: parent,
+        A_TRACKING_URI: tracking_uri,
+    }
+    for key, value in wanted.items():
+        if attrs.get(key) != value:
+            queue.set_attr(key, value)
+    return wanted
+
+
+def set_parent_status(tracking_uri: str, run_id: str, status: str) -> None:
+    """RUNNING while the grid has work left, FINISHED once drained, so no parent run
+    is left RUNNING after a grid ends."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if client.get_run(run_id).info.status == status:
+        return
+    if status == "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    else:
+        client.set_terminated(run_id, status=status)
+
+
+def close_orphan_runs(tracking_uri: str, experiment_id: str, tags: dict[str, str]) -> int:
+    """Mark FAILED the RUNNING runs carrying ``tags`` (a crash outside the training loop
+    can leave one behind). Returns how many were closed."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    if mlflow.active_run() is not None:
+        mlflow.end_run("FAILED")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    closed = 0
+    for run in find_runs(client, [experiment_id], tags):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="FAILED")
+            closed += 1
+    return closed
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+# ---------------------------------------------------------------------------
+# The run of one training
+
+
 class RunTracker:
     """Starts, continues and closes the single MLflow run of one training."""
 
     def __init__(self, uri: str | None, experiment: str) -> None:
-        from senet.queue import check_tracking, with_driver
-
         self.uri = with_driver(resolve_uri(uri))
         # Seconds, not minutes of retries, when the store is down; before any real work.
         check_tracking(self.uri)
@@ -100,17 +320,16 @@ class RunTracker:
             raise
         except Exception as exc:  # noqa: BLE001 - any backend failure gets one line
             raise SenetError(
-                f"MLflow tracking store {self.uri} is unreachable or unusable: "
-                f"{str(exc).splitlines()[0][:200]}"
+                f"MLflow tracking store {redact(self.uri)} is unreachable or unusable: "
+                f"{one_line(exc)[:200]}"
             ) from None
         self.run_id = run.info.run_id
         return self.run_id
 
     @staticmethod
     def _find_unfinished(client: Any, exp_id: str, tags: dict[str, str]) -> str | None:
-        query = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in IDENTITY_TAGS)
-        runs = client.search_runs([exp_id], filter_string=query, max_results=50)
-        for run in runs:
+        identity = {k: tags[k] for k in IDENTITY_TAGS}
+        for run in find_runs(client, [exp_id], identity, max_results=50):
             if run.info.status != "FINISHED":
                 return run.info.run_id
         return None
@@ -129,6 +348,18 @@ class RunTracker:
 
         mlflow.log_metrics(metrics, step=step)
 
+    def log_missing_epochs(self, history: list[dict[str, Any]], key: str) -> int:
+        """Log the epochs of ``history`` whose ``key`` metric the run lacks: a worker killed
+        between saving a checkpoint and logging that epoch resumes without it otherwise.
+        Returns how many epochs were logged."""
+        from mlflow import MlflowClient
+
+        logged = {m.step for m in MlflowClient(self.uri).get_metric_history(self.run_id, key)}
+        missing = [h for h in history if h["epoch"] not in logged]
+        for h in missing:
+            self.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+        return len(missing)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         import mlflow
 
@@ -142,6 +373,7 @@ class RunTracker:
     def log_dataset(self, name: str, source: str, digest: str, context: str) -> None:
         import mlflow
         from mlflow.data.meta_dataset import MetaDataset
+        from sqlalchemy.exc import IntegrityError
 
         if source.startswith(("http://", "https://")):
             from mlflow.data.http_dataset_source import HTTPDatasetSource
@@ -161,12 +393,12 @@ class RunTracker:
         dataset = MetaDataset(src, name=name, digest=digest[:36])
         try:
             mlflow.log_input(dataset, context=context)
-        except Exception as exc:  # noqa: BLE001 - only the insert race is retried
-            # MLflow's store checks for the experiment's dataset row and inserts it in two
-            # steps, so two workers starting on the same data at once can both try the
-            # insert; the loser gets a unique-constraint error. By then the row exists and
-            # a second call just links it to this run.
-            if "unique" not in str(exc).lower():
+        except Exception as exc:
+            # MLflow's SQL store checks for the experiment's dataset row and inserts it in
+            # two steps, so two workers starting on the same data at once can both try the
+            # insert; the loser gets an IntegrityError (wrapped in an MlflowException). By
+            # then the row exists and a second call just links it to this run.
+            if not _caused_by(exc, IntegrityError):
                 raise
             mlflow.log_input(dataset, context=context)
 
@@ -175,3 +407,33 @@ class RunTracker:
 
         if mlflow.active_run() is not None:
             mlflow.end_run(status=status)
+
+
+@contextmanager
+def tracked_run(
+    tracker: RunTracker | None, *, run_id: str | None, tags: dict[str, str],
+    parent_run_id: str | None, run_name: str | None, system_metrics: bool = True,
+) -> Iterator[str | None]:
+    """Start (or continue) the run and yield its id; on leaving, close it FINISHED, FAILED
+    (TrainingFailed or any other error) or KILLED (TrainingStopped), so no run is left
+    RUNNING. With no tracker (ranks other than 0) it yields ``run_id`` and does nothing."""
+    if tracker is None:
+        yield run_id
+        return
+    started = tracker.start(run_id=run_id, tags=tags, parent_run_id=parent_run_id,
+                            run_name=run_name, system_metrics=system_metrics)
+    try:
+        yield started
+    except TrainingStopped as exc:
+        tracker.set_tags({TAG_STOP_REASON: str(exc)})
+        tracker.finish("KILLED")
+        raise
+    except TrainingFailed as exc:
+        tracker.set_tags({TAG_FAIL_REASON: str(exc)})
+        tracker.finish("FAILED")
+        raise
+    except BaseException as exc:
+        tracker.set_tags({TAG_FAIL_REASON: f"{type(exc).__name__}: {exc}"[:500]})
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")

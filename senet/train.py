@@ -1,7 +1,8 @@
 """The training engine: one run, end to end, resumable, tracked in MLflow.
 
-The loop itself is ``_train_epoch``/``_evaluate``; everything else is set-up,
-checkpointing and bookkeeping around it.
+``run_training`` reads top to bottom: set-up, resume, then the epoch loop (train,
+evaluate, checkpoint, log). Checkpoint files are ``senet.checkpoint``; opening and closing
+the MLflow run is ``senet.tracking.tracked_run``; one optimisation step is ``train_step``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import re
 import time
 from collections.abc import Callable
@@ -24,12 +24,8 @@ from torch import nn
 
 import senet
 from senet.config import TrainConfig, load_preset
-from senet.errors import SenetError, TrainingFailed
+from senet.errors import SenetError, TrainingFailed, TrainingStopped
 from senet.progress import EpochBar, format_duration
-
-
-class TrainingStopped(SenetError):
-    """The caller asked the run to stop (e.g. its queue lease was lost)."""
 
 
 @dataclass
@@ -107,52 +103,11 @@ def default_out(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.model}-{dataset}-{digest}-s{cfg.seed}"
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill mid-write never leaves a half checkpoint behind
-
-
-def _rng_state() -> dict[str, Any]:
-    """Global RNG states. Batches and augmentation draw from (seed, epoch) generators and
-    need none of these; they are kept so that any global randomness (dropout in a user's
-    model, say) also resumes where it stopped."""
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(rng: dict[str, Any] | None) -> None:
-    if not rng:
-        return
-    torch.set_rng_state(rng["torch"].cpu())
-    random.setstate(rng["python"])
-    if rng.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-
-
 def _topk_errors(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
     k = min(5, logits.shape[1])
     top = logits.topk(k, dim=1).indices
     hit = top == y[:, None]
     return int((~hit[:, 0]).sum()), int((~hit.any(1)).sum())
-
-
-@torch.no_grad()
-def _evaluate(model: nn.Module, data: Any, autocast: Any) -> dict[str, float]:
-    model.eval()
-    n = wrong1 = wrong5 = 0
-    loss_sum = 0.0
-    for x, y in data.val_batches():
-        with autocast():
-            logits = model(x)
-        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        e1, e5 = _topk_errors(logits, y)
-        wrong1, wrong5, n = wrong1 + e1, wrong5 + e5, n + len(y)
-    model.train()
-    if n == 0:
-        raise SenetError(f"dataset {data.name}: the validation split is empty")
-    return {"val_loss": loss_sum / n, "val_top1_err": 100 * wrong1 / n,
-            "val_top5_err": 100 * wrong5 / n}
 
 
 def _distributed() -> tuple[int, int]:
@@ -167,7 +122,6 @@ def _distributed() -> tuple[int, int]:
 def run_training(
     cfg: TrainConfig,
     *,
-    heartbeat: Callable[[], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -176,20 +130,19 @@ def run_training(
     Raises TrainingFailed on a non-finite loss (the MLflow run is marked FAILED and the
     last good checkpoint is kept) and TrainingStopped when ``should_stop()`` says so.
     """
+    from senet import checkpoint
     from senet.data import load_data
     from senet.flops import count
     from senet.models import build
     from senet.schedule import Schedule
-    from senet.tracking import RunTracker, git_commit
+    from senet.tracking import RunTracker, tracked_run
 
     rank, world = _distributed()
     is_main = rank == 0
-    say = log or (lambda msg: print(msg, flush=True))
-    if not is_main:
-        say = lambda msg: None  # noqa: E731
+    say = (log or (lambda msg: print(msg, flush=True))) if is_main else (lambda msg: None)
 
-    preset = load_preset(cfg.preset)
-    plan = make_plan(cfg, preset)
+    # -- set-up
+    plan = make_plan(cfg, load_preset(cfg.preset))
     tracker = RunTracker(cfg.tracking_uri, cfg.experiment) if is_main else None
     device = pick_device(cfg.device)
     if world > 1 and device.type == "cuda":
@@ -198,6 +151,10 @@ def run_training(
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not cfg.resume:
+        raise SenetError(
+            f"{ckpt_path} exists: add --resume to continue that run, or give another --out"
+        )
 
     data = load_data(cfg.dataset, root=cfg.data_root, device=device, subset=cfg.subset,
                      seed=cfg.seed, batch_size=plan.batch_size, workers=cfg.workers)
@@ -215,21 +172,11 @@ def run_training(
         )
     schedule = Schedule.from_preset(plan.schedule, plan.lr, plan.epochs, steps, plan.warmup)
 
+    # -- resume
     state: dict[str, Any] = {"epoch": 0, "history": [], "run_id": None, "wall": 0.0}
-    if ckpt_path.exists() and not cfg.resume:
-        raise SenetError(
-            f"{ckpt_path} exists: add --resume to continue that run, or give another --out"
-        )
     if ckpt_path.exists():
-        try:
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise SenetError(f"cannot read checkpoint {ckpt_path}: {exc}; delete it") from None
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
-        state = ckpt["state"]
-        _set_rng_state(ckpt.get("rng"))
+        state = checkpoint.restore_training(ckpt_path, device, model=model,
+                                            optimizer=optimizer, schedule=schedule)
         say(f"resuming {out} after epoch {state['epoch']}/{plan.epochs}")
 
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
@@ -241,94 +188,71 @@ def run_training(
         train_model = nn.parallel.DistributedDataParallel(model)
     if cfg.compile:
         train_model = torch.compile(train_model)
+    params = _params(cfg, plan, use_amp, world, model)
+    tags = _run_tags(cfg, device)
 
-    params: dict[str, Any] = {
-        "model": cfg.model, "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
-        "batch_size": plan.batch_size, "lr": plan.lr, "epochs": plan.epochs,
-        "subset": cfg.subset, "momentum": plan.momentum, "weight_decay": plan.weight_decay,
-        "nesterov": plan.nesterov, "label_smoothing": plan.label_smoothing,
-        "schedule": plan.schedule.get("kind", "constant"), "amp_bf16": use_amp,
-        "compile": cfg.compile, "world_size": world,
-        **{k: v for k, v in model.senet_options.items()},
-    }
-    if tracker:
-        tags = {"senet.version": senet.__version__, "senet.git_commit": git_commit(),
-                "senet.device": torch.cuda.get_device_name(device) if device.type == "cuda"
-                else "cpu", **cfg.tags}
-        tracker.start(run_id=state["run_id"], tags=tags, parent_run_id=cfg.parent_run_id,
-                      run_name=cfg.run_name or out.name,
-                      system_metrics=os.environ.get("SENET_SYSTEM_METRICS", "1") != "0")
-        state["run_id"] = tracker.run_id
-
-    # From here on any failure closes the MLflow run: none is left RUNNING by mistake.
-    try:
+    # -- the epochs, inside the MLflow run (closed FINISHED, FAILED or KILLED on leaving)
+    with tracked_run(tracker, run_id=state["run_id"], tags=tags,
+                     parent_run_id=cfg.parent_run_id, run_name=cfg.run_name or out.name,
+                     system_metrics=os.environ.get("SENET_SYSTEM_METRICS", "1") != "0",
+                     ) as run_id:
+        state["run_id"] = run_id
         if tracker:
-            tracker.set_tags(tags)
-            tracker.log_params(params)
-            if state["epoch"] == 0:
-                tracker.log_dataset(data.name, data.source, data.digest, "training")
-            (out / "config.json").write_text(json.dumps(
-                {"config": cfg.to_dict(), "resolved": params, "gmacs": counts.gmacs,
-                 "params": counts.params}, indent=2, default=str))
+            _log_setup(tracker, cfg, params, tags, counts, data, out, state["history"])
         say(f"{cfg.model} on {data.name}: {counts.params / 1e6:.2f}M params, "
             f"{counts.gmacs:.3f} GMACs, {data.train_len} train / {data.val_len} val images, "
             f"{plan.epochs} epochs of {steps} steps, device {device}, run {state['run_id']}")
-        for epoch in range(state["epoch"] + 1, plan.epochs + 1):
-            t0 = time.monotonic()
-            train_stats = _train_epoch(train_model, optimizer, schedule, data, epoch, plan,
-                                       autocast, world, rank, heartbeat, should_stop)
-            train_time = time.monotonic() - t0
-            val = _evaluate(model, data, autocast)
-            schedule.end_epoch(val["val_loss"])
-            metrics = {**train_stats, **val,
-                       "img_per_s": train_stats.pop("images") / max(train_time, 1e-9)}
-            state["history"].append({"epoch": epoch, **metrics})
-            state["epoch"] = epoch
-            state["wall"] += time.monotonic() - t0
+        try:
+            for epoch in range(state["epoch"] + 1, plan.epochs + 1):
+                t0 = time.monotonic()
+                train_stats = _train_epoch(train_model, optimizer, schedule, data, epoch, plan,
+                                           autocast, world, rank, should_stop)
+                train_time = time.monotonic() - t0
+                val = _evaluate(model, data, autocast, world, rank)
+                schedule.end_epoch(val["val_loss"])
+                metrics = {**train_stats, **val,
+                           "img_per_s": train_stats.pop("images") / max(train_time, 1e-9)}
+                state["history"].append({"epoch": epoch, **metrics})
+                state["epoch"] = epoch
+                state["wall"] += time.monotonic() - t0
+                if is_main:
+                    checkpoint.save_training(ckpt_path, model=model, optimizer=optimizer,
+                                             schedule=schedule, state=state)
+                    tracker.log_metrics(metrics, step=epoch)
+                    say(_epoch_line(epoch, plan.epochs, metrics, state))
+                if schedule.finished:
+                    say(f"validation loss plateaued after {schedule.max_drops} drops: stopping")
+                    break
+        except TrainingFailed as exc:
             if is_main:
-                _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "schedule": schedule.state_dict(), "state": state,
-                              "rng": _rng_state()}, ckpt_path)
-                tracker.log_metrics(metrics, step=epoch)
-                left = (plan.epochs - epoch) * state["wall"] / len(state["history"])
-                say(f"epoch {epoch}/{plan.epochs}  loss {metrics['train_loss']:.4f}  "
-                    f"train err {metrics['train_top1_err']:.2f}%  "
-                    f"val err {val['val_top1_err']:.2f}% (top-5 {val['val_top5_err']:.2f}%)  "
-                    f"{metrics['img_per_s']:.0f} img/s  ETA {format_duration(left)}")
-            if schedule.finished:
-                say(f"validation loss plateaued after {schedule.max_drops} drops: stopping")
-                break
+                _write_failed_summary(out, state, exc, counts, cfg, plan)
+            raise
         summary = _summarise(state, counts, cfg, plan)
         if tracker:
-            _finish_run(tracker, model, data, out, summary)
-    except TrainingFailed as exc:
-        if tracker:
-            tracker.set_tags({"senet.fail_reason": str(exc)})
-            tracker.finish("FAILED")
-        if is_main:
-            failed = {"status": "FAILED", "reason": str(exc), "epochs_done": state["epoch"],
-                      "mlflow_run_id": state["run_id"]}
-            if state["history"]:
-                failed = {**_summarise(state, counts, cfg, plan), **failed}
-            (out / "summary.json").write_text(json.dumps(failed, indent=2))
-        raise
-    except TrainingStopped as exc:
-        if tracker:
-            tracker.set_tags({"senet.stop_reason": str(exc)})
-            tracker.finish("KILLED")
-        raise
-    except BaseException as exc:
-        if tracker:
-            tracker.set_tags({"senet.fail_reason": f"{type(exc).__name__}: {exc}"[:500]})
-            tracker.finish("FAILED")
-        raise
+            _log_results(tracker, model, data, out, summary)
     return summary
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+    lr: float, autocast: Any, label_smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step at learning rate ``lr``; returns (loss, logits), not synchronised."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast():
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
 
 
 def _train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, data: Any, epoch: int,
     plan: Plan, autocast: Any, world: int, rank: int,
-    heartbeat: Callable[[], None] | None, should_stop: Callable[[], bool] | None,
+    should_stop: Callable[[], bool] | None,
 ) -> dict[str, float]:
     model.train()
     progress = EpochBar(data.steps_per_epoch(), epoch, plan.epochs)
@@ -339,14 +263,7 @@ def _train_epoch(
         if world > 1:  # every rank draws the same batch and keeps its own slice
             x, y = x[rank::world], y[rank::world]
         lr = schedule.lr(epoch, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with autocast():
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=plan.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, logits = train_step(model, optimizer, x, y, lr, autocast, plan.label_smoothing)
         loss_sum += loss.detach().double().cpu() * len(y)
         wrong += (logits.detach().argmax(1) != y).sum().cpu()
         seen += len(y)
@@ -356,8 +273,6 @@ def _train_epoch(
                 f"non-finite loss at epoch {epoch} step {step + 1} (lr {lr:g}); "
                 "the last good checkpoint is kept; lower the learning rate and resume"
             )
-        if heartbeat:
-            heartbeat()
         if should_stop and should_stop():
             raise TrainingStopped(f"stopped at epoch {epoch} step {step + 1} on request")
         progress.update(step + 1, float(loss) if progress.enabled else None)
@@ -370,6 +285,86 @@ def _train_epoch(
     return {"train_loss": float(loss_sum) / max(seen, 1),
             "train_top1_err": 100 * float(wrong) / max(seen, 1), "lr": schedule.lr(epoch, 0),
             "images": seen * world}
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, data: Any, autocast: Any, world: int = 1, rank: int = 0
+) -> dict[str, float]:
+    """Validation loss and errors over the whole validation split. Under torchrun each
+    rank evaluates its slice of every batch and the counts are summed over ranks, so every
+    rank gets the same numbers (its plateau schedule steps on the same loss)."""
+    model.eval()
+    n = wrong1 = wrong5 = 0
+    loss_sum = 0.0
+    for x, y in data.val_batches():
+        if world > 1:
+            x, y = x[rank::world], y[rank::world]
+            if len(y) == 0:
+                continue
+        with autocast():
+            logits = model(x)
+        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        e1, e5 = _topk_errors(logits, y)
+        wrong1, wrong5, n = wrong1 + e1, wrong5 + e5, n + len(y)
+    model.train()
+    if world > 1:
+        device = next(model.parameters()).device
+        totals = torch.tensor([loss_sum, wrong1, wrong5, n], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(totals)
+        loss_sum, wrong1, wrong5, n = totals.tolist()
+    if n == 0:
+        raise SenetError(f"dataset {data.name}: the validation split is empty")
+    return {"val_loss": loss_sum / n, "val_top1_err": 100 * wrong1 / n,
+            "val_top5_err": 100 * wrong5 / n}
+
+
+# ---------------------------------------------------------------------------
+# Bookkeeping around the loop
+
+
+def _params(cfg: TrainConfig, plan: Plan, use_amp: bool, world: int,
+            model: nn.Module) -> dict[str, Any]:
+    return {
+        "model": cfg.model, "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
+        "batch_size": plan.batch_size, "lr": plan.lr, "epochs": plan.epochs,
+        "subset": cfg.subset, "momentum": plan.momentum, "weight_decay": plan.weight_decay,
+        "nesterov": plan.nesterov, "label_smoothing": plan.label_smoothing,
+        "schedule": plan.schedule.get("kind", "constant"), "amp_bf16": use_amp,
+        "compile": cfg.compile, "world_size": world, **model.senet_options,
+    }
+
+
+def _run_tags(cfg: TrainConfig, device: torch.device) -> dict[str, str]:
+    from senet.tracking import TAG_DEVICE, TAG_GIT_COMMIT, TAG_VERSION, git_commit
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {TAG_VERSION: senet.__version__, TAG_GIT_COMMIT: git_commit(), TAG_DEVICE: name,
+            **cfg.tags}
+
+
+def _log_setup(tracker: Any, cfg: TrainConfig, params: dict[str, Any], tags: dict[str, str],
+               counts: Any, data: Any, out: Path, history: list[dict[str, Any]]) -> None:
+    """Tags (again: a resumed run may have moved machine), params and the dataset once the
+    run is open; config.json beside the run."""
+    tracker.set_tags(tags)
+    tracker.log_params(params)
+    if not history:
+        tracker.log_dataset(data.name, data.source, data.digest, "training")
+    else:
+        tracker.log_missing_epochs(history, "val_top1_err")
+    (out / "config.json").write_text(json.dumps(
+        {"config": cfg.to_dict(), "resolved": params, "gmacs": counts.gmacs,
+         "params": counts.params}, indent=2, default=str))
+
+
+def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float],
+                state: dict[str, Any]) -> str:
+    left = (epochs - epoch) * state["wall"] / len(state["history"])
+    return (f"epoch {epoch}/{epochs}  loss {metrics['train_loss']:.4f}  "
+            f"train err {metrics['train_top1_err']:.2f}%  "
+            f"val err {metrics['val_top1_err']:.2f}% (top-5 {metrics['val_top5_err']:.2f}%)  "
+            f"{metrics['img_per_s']:.0f} img/s  ETA {format_duration(left)}")
 
 
 def _summarise(state: dict[str, Any], counts: Any, cfg: TrainConfig, plan: Plan) -> dict:
@@ -386,7 +381,18 @@ def _summarise(state: dict[str, Any], counts: Any, cfg: TrainConfig, plan: Plan)
     }
 
 
-def _finish_run(tracker: Any, model: nn.Module, data: Any, out: Path, summary: dict) -> None:
+def _write_failed_summary(out: Path, state: dict[str, Any], exc: TrainingFailed, counts: Any,
+                          cfg: TrainConfig, plan: Plan) -> None:
+    failed = {"status": "FAILED", "reason": str(exc), "epochs_done": state["epoch"],
+              "mlflow_run_id": state["run_id"]}
+    if state["history"]:
+        failed = {**_summarise(state, counts, cfg, plan), **failed}
+    (out / "summary.json").write_text(json.dumps(failed, indent=2))
+
+
+def _log_results(tracker: Any, model: nn.Module, data: Any, out: Path, summary: dict) -> None:
+    """Final metrics, weights, excitation statistics and the summary; the run itself is
+    closed by ``tracked_run``."""
     from senet.models import se_blocks
     from senet.probe import excitation_stats
 
@@ -405,4 +411,3 @@ def _finish_run(tracker: Any, model: nn.Module, data: Any, out: Path, summary: d
         tracker.log_artifact(path, str(Path(ARTIFACT_PATH).parent))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     tracker.log_artifact(out / "summary.json")
-    tracker.finish("FINISHED")

@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from senet import queue as q
-from senet.errors import SenetError
+from senet import tracking
+from senet.errors import SenetError, TicketFinished, TrainingFailed, one_line
 from senet.progress import format_duration
+from senet.storage import open_storage
+from senet.ticket_store import TicketStore
 
 TrainFn = Callable[..., dict[str, Any]]
 MAX_STORAGE_ERRORS = 5  # consecutive failed passes before a worker gives up
@@ -68,18 +71,16 @@ class Heartbeat:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        from optuna.exceptions import UpdateFinishedTrialError
-
         while not self._halt.wait(self.interval):
             try:
                 self.queue.beat(self.trial_id)
                 # RDB attr writes do not check the state under a lock: read it back.
                 if self.queue.ticket(self.trial_id).state.is_finished():
                     self.lost = True
-            except UpdateFinishedTrialError:
+            except TicketFinished:
                 self.lost = True
             except Exception as exc:  # noqa: BLE001 - a storage hiccup; the grace covers it
-                print(f"senet work: heartbeat failed ({q._one_line(exc)}); retrying",
+                print(f"senet work: heartbeat failed ({one_line(exc)}); retrying",
                       file=sys.stderr, flush=True)
             if self.lost:
                 return
@@ -109,7 +110,8 @@ class Worker:
     def __init__(self, cfg: WorkerConfig, train_fn: TrainFn | None = None) -> None:
         self.cfg = cfg
         self.train_fn = train_fn
-        self.storage = q.open_storage(cfg.storage, create=False)
+        # One store for every pass, so it caches what never changes (trial ids).
+        self.storage = TicketStore(open_storage(cfg.storage, create=False))
         self.stop_requested = False
         self.runs = 0
         self._skipped: set[str] = set()
@@ -134,8 +136,8 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - e.g. the database restarting
                 errors += 1
                 if errors > MAX_STORAGE_ERRORS:
-                    raise SenetError(f"queue storage keeps failing: {q._one_line(exc)}") from None
-                self.say(f"queue storage error ({q._one_line(exc)}); retrying")
+                    raise SenetError(f"queue storage keeps failing: {one_line(exc)}") from None
+                self.say(f"queue storage error ({one_line(exc)}); retrying")
                 time.sleep(self.cfg.poll_s * errors)
                 continue
             if claimed is not None:
@@ -159,7 +161,7 @@ class Worker:
         for queue in queues:
             for t in queue.reap(self.cfg.grace_s):
                 self.say(f"{queue.name}: took back {t.label!r} seed {t.seed} "
-                         f"(ticket #{t.number}): {t.attrs.get(q.T_WORKER, '?')} was lost")
+                         f"(ticket #{t.number}): {t.attrs.get(tracking.T_WORKER, '?')} was lost")
 
     def say(self, message: str) -> None:
         print(f"[{q.worker_name()}] {message}", flush=True)
@@ -176,10 +178,10 @@ class Worker:
         ready = []
         for queue in queues:
             attrs = queue.attrs()
-            if q.A_PARENT_RUN in attrs:
+            if tracking.A_PARENT_RUN in attrs:
                 uri = self._tracking_uri(attrs)
                 if uri not in self._checked:  # fail before claiming, not point by point
-                    q.check_tracking(uri)
+                    tracking.check_tracking(uri)
                     self._checked.add(uri)
                 ready.append(queue)
             elif queue.name not in self._skipped:
@@ -203,42 +205,30 @@ class Worker:
     # -- one training
 
     def train_config(self, queue: q.GridQueue, ticket: q.Ticket, attrs: dict[str, Any]):
-        from senet.config import TrainConfig
-        from senet.grid import MODEL_OPTION_KEYS
+        from senet.config import TrainConfig, split_settings
 
-        s = ticket.settings
-        defaults = TrainConfig(model=s["model"])
         return TrainConfig(
-            model=s["model"],
-            model_options={k: v for k, v in s.items() if k in MODEL_OPTION_KEYS},
-            dataset=s["dataset"],
-            preset=s["preset"],
-            epochs=s.get("epochs"),
-            batch_size=s.get("batch_size"),
-            lr=s.get("lr"),
-            subset=s.get("subset"),
+            **split_settings(ticket.settings),
             seed=ticket.seed,
             device=self.cfg.device,
             data_root=self.cfg.data_root,
             out=str(run_folder(self.cfg.runs_dir, queue.name, ticket.point, ticket.seed)),
             tracking_uri=self._tracking_uri(attrs),
-            experiment=attrs[q.A_EXPERIMENT],
+            experiment=attrs[tracking.A_EXPERIMENT],
             resume=True,
-            compile=s.get("compile", defaults.compile),
-            amp=s.get("amp", defaults.amp),
-            workers=s.get("workers", defaults.workers),
             tags={
-                q.A_GRID: queue.name,
-                q.T_POINT: ticket.point,
-                q.T_SEED: str(ticket.seed),
-                q.T_LABEL: ticket.label,
+                tracking.A_GRID: queue.name,
+                tracking.T_POINT: ticket.point,
+                tracking.T_SEED: str(ticket.seed),
+                tracking.T_LABEL: ticket.label,
             },
-            parent_run_id=attrs[q.A_PARENT_RUN],
+            parent_run_id=attrs[tracking.A_PARENT_RUN],
             run_name=f"{ticket.label} seed {ticket.seed}",
         )
 
     def _tracking_uri(self, attrs: dict[str, Any]) -> str:
-        return self.cfg.tracking_uri or attrs.get(q.A_TRACKING_URI) or q.DEFAULT_TRACKING_URI
+        recorded = attrs.get(tracking.A_TRACKING_URI)
+        return self.cfg.tracking_uri or recorded or tracking.DEFAULT_TRACKING_URI
 
     def _train(self, queue: q.GridQueue, ticket: q.Ticket) -> None:
         attrs = queue.attrs()
@@ -255,7 +245,6 @@ class Worker:
             try:
                 summary = self._train_fn()(
                     cfg,
-                    heartbeat=None,
                     should_stop=lambda: beat.lost or self.stop_requested,
                     log=lambda msg: print(f"{prefix} {msg}", flush=True),
                 )
@@ -283,7 +272,8 @@ class Worker:
         value = summary.get("final_val_top1_err")
         if not isinstance(value, int | float):
             raise SenetError(f"training returned no final_val_top1_err (got {value!r})")
-        attrs = {q.T_RUN_ID: summary.get("mlflow_run_id"), "senet.seconds": round(seconds, 1)}
+        attrs = {tracking.T_RUN_ID: summary.get("mlflow_run_id"),
+                 tracking.T_SECONDS: round(seconds, 1)}
         if queue.complete(ticket.trial_id, float(value), attrs):
             self.say(f"{queue.name}: {ticket.label!r} seed {ticket.seed}: "
                      f"val top-1 error {value:.2f}% in {format_duration(seconds)}")
@@ -305,8 +295,6 @@ class Worker:
         cfg: Any,
         attrs: dict[str, Any],
     ) -> dict[str, Any]:
-        from senet.errors import TrainingFailed
-
         if lost:
             self.say(f"{queue.name}: {ticket.label!r} seed {ticket.seed}: stopped, its "
                      "ticket was given to another worker")
@@ -334,26 +322,18 @@ class Worker:
     def _close_orphan_runs(self, cfg: Any, attrs: dict[str, Any]) -> None:
         """A crash outside the training loop can leave the point's MLflow run RUNNING."""
         try:
-            import mlflow
-            from mlflow import MlflowClient
-
-            if mlflow.active_run() is not None:
-                mlflow.end_run("FAILED")
-            client = MlflowClient(tracking_uri=cfg.tracking_uri)
-            runs = client.search_runs([attrs[q.A_EXPERIMENT_ID]], q.tag_filter(cfg.tags))
-            for run in runs:
-                if run.info.status == "RUNNING":
-                    client.set_terminated(run.info.run_id, status="FAILED")
+            tracking.close_orphan_runs(cfg.tracking_uri, attrs[tracking.A_EXPERIMENT_ID], cfg.tags)
         except Exception as exc:  # noqa: BLE001 - best effort; the failure is already recorded
-            self.say(f"could not close the MLflow run: {q._one_line(exc)}")
+            self.say(f"could not close the MLflow run: {one_line(exc)}")
 
     def _close_parent_if_drained(self, queue: q.GridQueue, attrs: dict[str, Any]) -> None:
         if queue.counts().left:
             return
         try:
-            q.set_parent_status(self._tracking_uri(attrs), attrs[q.A_PARENT_RUN], "FINISHED")
+            parent = attrs[tracking.A_PARENT_RUN]
+            tracking.set_parent_status(self._tracking_uri(attrs), parent, "FINISHED")
         except Exception as exc:  # noqa: BLE001
-            self.say(f"{queue.name}: could not close the grid's parent run: {q._one_line(exc)}")
+            self.say(f"{queue.name}: could not close the grid's parent run: {one_line(exc)}")
 
 
 # ---------------------------------------------------------------------------

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from senet import tracking as tr
 from senet.cli import main as cli
 from senet.errors import SenetError, TrainingFailed
+from senet.storage import open_storage
 
 HEARTBEAT_S = 0.3
 GRACE_S = 3.0
@@ -127,7 +129,7 @@ def read_events(runs_dir: Path, grid: str, name: str = "trainings.log") -> dict:
 def open_queue(storage: str, grid: str):
     from senet import queue as q
 
-    return q.GridQueue.open(q.open_storage(storage), grid)
+    return q.GridQueue.open(open_storage(storage), grid)
 
 
 def states(queue) -> dict[str, int]:
@@ -144,7 +146,6 @@ def states(queue) -> dict[str, int]:
 def test_queue_is_idempotent_and_records_tracking(tmp_path, tracking_uri, capsys):
     from mlflow import MlflowClient
 
-    from senet import queue as q
 
     grid = write_grid(tmp_path, "idem", 3, seeds=2)
     storage = str(tmp_path / "q.journal")
@@ -163,11 +164,11 @@ def test_queue_is_idempotent_and_records_tracking(tmp_path, tracking_uri, capsys
     assert len(slots) == 9 and all(len(v) == 1 for v in slots.values())
     attrs = queue.attrs()
     client = MlflowClient(tracking_uri)
-    parent = client.get_run(attrs[q.A_PARENT_RUN])
-    assert parent.info.experiment_id == attrs[q.A_EXPERIMENT_ID]
+    parent = client.get_run(attrs[tr.A_PARENT_RUN])
+    assert parent.info.experiment_id == attrs[tr.A_EXPERIMENT_ID]
     assert client.get_experiment(parent.info.experiment_id).name == "idem"
     # Queuing again never made a second parent run.
-    runs = client.search_runs([attrs[q.A_EXPERIMENT_ID]])
+    runs = client.search_runs([attrs[tr.A_EXPERIMENT_ID]])
     assert [r.info.run_id for r in runs] == [parent.info.run_id]
 
 
@@ -176,10 +177,10 @@ def test_claim_is_exclusive_across_storages(tmp_path):
     from senet import queue as q
 
     path = str(tmp_path / "race.journal")
-    a, _ = q.GridQueue.open_or_create(q.open_storage(path), "race")
+    a, _ = q.GridQueue.open_or_create(open_storage(path), "race")
     for i in range(20):
         a.enqueue(f"p{i}", 0, f"p{i}", {})
-    b = q.GridQueue.open(q.open_storage(path), "race")
+    b = q.GridQueue.open(open_storage(path), "race")
     wins = {"a": 0, "b": 0}
     for ta, tb in zip(a.waiting(), b.waiting(), strict=True):
         # both saw the ticket WAITING; exactly one transition may win
@@ -195,10 +196,10 @@ def test_duplicate_tickets_train_once(tmp_path):
     from senet import queue as q
 
     path = str(tmp_path / "dup.journal")
-    a, _ = q.GridQueue.open_or_create(q.open_storage(path), "dup")
+    a, _ = q.GridQueue.open_or_create(open_storage(path), "dup")
     first = a.enqueue("p", 0, "p", {})
     a.enqueue("p", 0, "p", {})
-    b = q.GridQueue.open(q.open_storage(path), "dup")
+    b = q.GridQueue.open(open_storage(path), "dup")
     t_b = b.waiting()[1]  # b takes the second ticket...
     assert b.try_claim(t_b)
     assert b.settle(t_b, GRACE_S) is None  # ...and, sweeping, closes the first
@@ -217,11 +218,11 @@ def test_reaper_requeues_once(tmp_path):
     from senet import queue as q
 
     path = str(tmp_path / "reap.journal")
-    a, _ = q.GridQueue.open_or_create(q.open_storage(path), "reap")
+    a, _ = q.GridQueue.open_or_create(open_storage(path), "reap")
     a.enqueue("p", 0, "p", {"model": "x"})
     t = a.waiting()[0]
     assert a.try_claim(t)
-    b = q.GridQueue.open(q.open_storage(path), "reap")
+    b = q.GridQueue.open(open_storage(path), "reap")
     assert b.reap(grace=60) == []  # fresh heartbeat: left alone
     later = time.time() + 120
     reaped_b = b.reap(grace=60, now=later)
@@ -245,7 +246,6 @@ def _drain_with_a_kill(storage: str, grid_path: Path, grid: str, runs_dir: Path,
     its point has checkpointed. Checks exact training counts and the resume."""
     from mlflow import MlflowClient
 
-    from senet import queue as q
 
     assert queue_cmd(str(grid_path), "--storage", storage, "--tracking-uri", tracking_uri) == 0
     procs = start_workers(4, storage, grid, runs_dir)
@@ -286,7 +286,7 @@ def _drain_with_a_kill(storage: str, grid_path: Path, grid: str, runs_dir: Path,
     assert len(reasons) == 2
     assert reasons[0].startswith("non-finite loss") and reasons[1].startswith("worker lost")
     attrs = queue.attrs()
-    parent = MlflowClient(attrs[q.A_TRACKING_URI]).get_run(attrs[q.A_PARENT_RUN])
+    parent = MlflowClient(attrs[tr.A_TRACKING_URI]).get_run(attrs[tr.A_PARENT_RUN])
     assert parent.info.status == "FINISHED"  # no RUNNING parent left behind
 
     # --retry-failed queues the diverging point again, and only it
@@ -305,13 +305,12 @@ def test_four_workers_drain_journal_with_a_kill(tmp_path, tracking_uri):
 @pytest.mark.postgres
 def test_four_workers_drain_postgres_with_a_kill(tmp_path, tracking_uri, postgres_url,
                                                  unique_name):
-    from senet import queue as q
 
     grid = write_grid(tmp_path, unique_name, 16, failing=True)
     try:
         _drain_with_a_kill(postgres_url, grid, unique_name, tmp_path / "runs", tracking_uri)
     finally:
-        storage = q.open_storage(postgres_url)
+        storage = open_storage(postgres_url)
         storage.delete_study(storage.get_study_id_from_name(unique_name))
 
 
@@ -396,7 +395,6 @@ def test_real_training_end_to_end_with_a_kill(tmp_path, tracking_uri):
     worker's point resumes from its checkpoint and ends as one FINISHED MLflow run."""
     from mlflow import MlflowClient
 
-    from senet import queue as q
 
     grid = tmp_path / "real.toml"
     grid.write_text("""
@@ -447,7 +445,7 @@ batch_size = 500
     assert sorted(e["outcome"] for e in ends) == ["done", "done", "failed"]
 
     client = MlflowClient(tracking_uri)
-    exp = queue.attrs()[q.A_EXPERIMENT_ID]
+    exp = queue.attrs()[tr.A_EXPERIMENT_ID]
     children = [r for r in client.search_runs([exp]) if "senet.point" in r.data.tags]
     by_point: dict[str, list] = {}
     for r in children:
@@ -459,5 +457,5 @@ batch_size = 500
     resumed_run = next(r for r in children if r.data.tags["senet.point"] == victim[0])
     history = client.get_metric_history(resumed_run.info.run_id, "val_top1_err")
     assert sorted(m.step for m in history) == [1, 2, 3]  # no epoch trained twice
-    assert all(r.data.tags.get("mlflow.parentRunId") == queue.attrs()[q.A_PARENT_RUN]
+    assert all(r.data.tags.get("mlflow.parentRunId") == queue.attrs()[tr.A_PARENT_RUN]
                for r in children)

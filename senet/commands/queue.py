@@ -26,26 +26,27 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from senet import queue as q
+    from senet import tracking as t
     from senet.errors import SenetError
     from senet.grid import load_grid
-    from senet.tracking import resolve_uri
+    from senet.storage import open_storage, with_driver
 
     if args.seeds is not None and args.seeds < 1:
         raise SenetError(f"--seeds {args.seeds}: expected a number of seeds >= 1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Validate every grid before touching the queue, so a typo queues nothing.
     grids = [load_grid(spec) for spec in args.grids]
-    tracking_uri = q.with_driver(q.absolute_tracking_uri(resolve_uri(args.tracking_uri)))
-    q.check_tracking(tracking_uri)
-    storage = q.open_storage(args.storage)
+    tracking_uri = with_driver(t.absolute_tracking_uri(t.resolve_uri(args.tracking_uri)))
+    t.check_tracking(tracking_uri)
+    storage = open_storage(args.storage)
     seeds = list(range(args.seeds)) if args.seeds is not None else None
     for grid in grids:
         queue, _ = q.GridQueue.open_or_create(storage, grid.name)
         # Experiment and parent run first: workers skip a grid until they exist.
-        tracking = q.ensure_grid_tracking(queue, tracking_uri)
+        tracking = t.ensure_grid_tracking(queue, tracking_uri)
         result = q.queue_grid(storage, grid, seeds, args.retry_failed)
         if result.added or result.retried:
-            q.set_parent_status(tracking_uri, tracking[q.A_PARENT_RUN], "RUNNING")
+            t.set_parent_status(tracking_uri, tracking[t.A_PARENT_RUN], "RUNNING")
         n_seeds = len(seeds if seeds is not None else grid.seeds)
         line = (f"{grid.name}: {len(grid.points)} points x {n_seeds} seeds; "
                 f"queued {result.added} new")
@@ -55,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
         if result.failed_left:
             line += f"; {result.failed_left} failed (add --retry-failed to queue them again)"
         print(line)
-        print(f"  MLflow experiment {tracking[q.A_EXPERIMENT]!r} "
-              f"(id {tracking[q.A_EXPERIMENT_ID]}), parent run {tracking[q.A_PARENT_RUN]}")
+        print(f"  MLflow experiment {tracking[t.A_EXPERIMENT]!r} "
+              f"(id {tracking[t.A_EXPERIMENT_ID]}), parent run {tracking[t.A_PARENT_RUN]}")
     return 0

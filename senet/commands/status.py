@@ -22,13 +22,14 @@ def run(args: argparse.Namespace) -> int:
 
     from senet import queue as q
     from senet.commands.work import _grid_name
+    from senet.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = args.storage or q.DEFAULT_STORAGE
     if not args.grid and "://" not in url and not Path(url).is_file():
         queues = []  # nothing queued here yet: an empty report, not an error
     else:
-        storage = q.open_storage(url, create=False)
+        storage = open_storage(url, create=False)
         if args.grid:
             queues = [q.GridQueue.open(storage, _grid_name(args.grid))]
         else:
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _grid_report(queue) -> dict:
     from senet import queue as q
+    from senet.tracking import T_WORKER
 
     tickets = queue.tickets()
     counts = queue.counts(tickets)
@@ -64,7 +66,7 @@ def _grid_report(queue) -> dict:
         elif state == "running":
             live = next(t for t in group if t.state.name == "RUNNING")
             running.append({"point": point, "label": live.label, "seed": seed,
-                            "worker": live.attrs.get(q.T_WORKER, "?")})
+                            "worker": live.attrs.get(T_WORKER, "?")})
     eta = queue.eta_seconds(tickets)
     return {
         "done": counts.done,

@@ -32,8 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from senet import queue as q
     from senet.errors import SenetError
+    from senet.storage import open_storage, with_driver
+    from senet.tracking import absolute_tracking_uri, check_tracking
     from senet.worker import WorkerConfig, parse_devices, run_devices, run_worker
 
     if args.grid and args.all:
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         grids=[_grid_name(args.grid)] if args.grid else None,
         storage=args.storage,
         tracking_uri=(
-            q.with_driver(q.absolute_tracking_uri(args.tracking_uri)) if args.tracking_uri else None
+            with_driver(absolute_tracking_uri(args.tracking_uri)) if args.tracking_uri else None
         ),
         max_runs=args.max_runs,
         runs_dir=args.runs_dir,
@@ -63,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         raise SenetError(f"grace {cfg.grace_s:g}s must exceed twice the heartbeat "
                          f"interval ({cfg.heartbeat_s:g}s), or live workers get reaped")
     # Open the storage here so a bad --storage fails once, not in every worker process.
-    q.open_storage(args.storage, create=False)
+    open_storage(args.storage, create=False)
     if args.tracking_uri:
-        q.check_tracking(cfg.tracking_uri)
+        check_tracking(cfg.tracking_uri)
     if args.devices:
         devices = parse_devices(args.devices)
         if len(devices) > 1:

@@ -20,7 +20,9 @@ from senet.models.common import se_blocks
 from senet.models.imagenet import IMAGENET_STAGES, ImageNetResNet
 from senet.se import ACTIVATIONS, GATES, PLACEMENTS, SQUEEZES, SEConfig
 
-__all__ = ["MODEL_NAMES", "build", "validate_options", "se_blocks", "describe_options"]
+__all__ = [
+    "MODEL_NAMES", "OPTION_NAMES", "SE_OPTION_NAMES", "build", "validate_options", "se_blocks",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ SE_DEFAULTS: dict[str, Any] = {
     "bias": True,
     "placement": "standard",
 }
+# The option names, defined once: grids, workers and analysis derive their lists from these.
+SE_OPTION_NAMES: tuple[str, ...] = (*SE_DEFAULTS, "stages")
+IMAGENET_OPTION_NAMES: tuple[str, ...] = ("layout", "stem")
+OPTION_NAMES: tuple[str, ...] = (*SE_OPTION_NAMES, *IMAGENET_OPTION_NAMES)  # + num_classes
 _CHOICES = {
     "squeeze": SQUEEZES,
     "activation": ACTIVATIONS,
@@ -73,9 +79,9 @@ def valid_option_names(name: str) -> list[str]:
     arch, has_se = _arch(name)
     keys = ["num_classes"]
     if arch.family == "imagenet":
-        keys += ["layout", "stem"]
+        keys += IMAGENET_OPTION_NAMES
     if has_se:
-        keys += [*SE_DEFAULTS, "stages"]
+        keys += SE_OPTION_NAMES
     return keys
 
 
@@ -134,9 +140,9 @@ def validate_options(name: str, options: dict[str, Any] | None = None) -> dict[s
     for key in options:
         if key not in allowed:
             hint = ""
-            if key in SE_DEFAULTS or key == "stages":
+            if key in SE_OPTION_NAMES:
                 hint = f" (SE options need an se_ model, e.g. se_{name})"
-            elif key in ("layout", "stem"):
+            elif key in IMAGENET_OPTION_NAMES:
                 hint = " (ImageNet models only)"
             raise SenetError(
                 f"unknown option {key!r} for model {name}{hint}; "
@@ -196,12 +202,3 @@ def build(name: str, weights: str | None = None, **options: Any) -> nn.Module:
     model.senet_options = opts
     return model
 
-
-def describe_options() -> str:
-    """One-paragraph help for the CLI."""
-    return (
-        "reduction (int >= 1), squeeze (avg|max|none), activation (relu|none), "
-        "gate (sigmoid|tanh|relu), bias (true|false), placement (standard|pre|post|identity|3x3), "
-        "stages (comma list: ImageNet 2-5, CIFAR 1-3), layout (original|v1.5, ImageNet), "
-        "stem (standard|released, ImageNet), num_classes"
-    )
