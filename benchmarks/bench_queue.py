@@ -93,7 +93,7 @@ tracking_only_train.seconds = []
 def overhead(args: argparse.Namespace) -> None:
     import optuna
 
-    from senet import queue as q
+    from senet import storage as st_mod
     from senet.worker import Worker, WorkerConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -123,11 +123,11 @@ def overhead(args: argparse.Namespace) -> None:
             worker.run()
         per_point = [b - a for a, b in zip([start, *ends[:-1]], ends, strict=True)]
         if args.storage:
-            st = q.open_storage(args.storage)
+            st = st_mod.open_storage(args.storage)
             st.delete_study(st.get_study_id_from_name(name))
     tracking_s = tracking_only_train.seconds
     queue_part = [p - t for p, t in zip(per_point, tracking_s, strict=True)]
-    print(f"storage {q.redact(storage) if args.storage else 'journal file'}, "
+    print(f"storage {st_mod.redact(storage) if args.storage else 'journal file'}, "
           f"{args.points} points, one worker")
     print(f"  queue command (validate + MLflow experiment/parent + enqueue): {queue_s:.2f} s")
     print(f"  per point end to end, median {statistics.median(per_point):.3f} s "
@@ -146,6 +146,8 @@ def drill(args: argparse.Namespace) -> None:
     from mlflow import MlflowClient
 
     from senet import queue as q
+    from senet import storage as st_mod
+    from senet import tracking as tr
 
     folder = Path(tempfile.mkdtemp(prefix="senet-drill-"))
     name = f"drill{os.getpid()}"
@@ -188,10 +190,10 @@ def drill(args: argparse.Namespace) -> None:
         started += len(starts)
         finished += sum(e["event"] == "end" and e.get("outcome") == "done" for e in events)
         resumed += [e for e in starts[1:] if e["checkpoint"]]
-    queue = q.GridQueue.open(q.open_storage(storage), name)
+    queue = q.GridQueue.open(st_mod.open_storage(storage), name)
     counts = queue.counts()
     client = MlflowClient(tracking)
-    exp = queue.attrs()[q.A_EXPERIMENT_ID]
+    exp = queue.attrs()[tr.A_EXPERIMENT_ID]
     children = [r for r in client.search_runs([exp], max_results=1000)
                 if "senet.point" in r.data.tags]
     per_slot: dict[tuple[str, str], list[str]] = {}
@@ -200,8 +202,8 @@ def drill(args: argparse.Namespace) -> None:
         per_slot.setdefault(key, []).append(r.info.status)
     one_finished = sum(v == ["FINISHED"] for v in per_slot.values())
     running = sum(s == "RUNNING" for v in per_slot.values() for s in v)
-    parent = client.get_run(queue.attrs()[q.A_PARENT_RUN]).info.status
-    print(f"storage {q.redact(storage) if args.storage else 'journal file'}: {args.points} "
+    parent = client.get_run(queue.attrs()[tr.A_PARENT_RUN]).info.status
+    print(f"storage {st_mod.redact(storage) if args.storage else 'journal file'}: {args.points} "
           f"points, {args.workers} workers, {len(killed)} SIGKILLed, wall {wall:.0f} s")
     print(f"  trainings started {started}, finished {finished}; "
           f"resumed from a checkpoint: {len(resumed)}")
@@ -211,7 +213,7 @@ def drill(args: argparse.Namespace) -> None:
           f"with exactly one FINISHED run, {running} RUNNING; parent run {parent}")
     print(f"  logs and runs kept in {folder}")
     if args.storage:
-        st = q.open_storage(args.storage)
+        st = st_mod.open_storage(args.storage)
         st.delete_study(st.get_study_id_from_name(name))
 
 
