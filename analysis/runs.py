@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from senet.errors import SenetError
-from senet.tracking import prepare_env, resolve_uri
+from senet.errors import SenetError, one_line
+from senet.tracking import A_GRID as TAG_GRID
+from senet.tracking import T_LABEL as TAG_LABEL
+from senet.tracking import T_POINT as TAG_POINT
+from senet.tracking import T_SEED as TAG_SEED
+from senet.tracking import TAG_FAIL_REASON as TAG_FAIL
+from senet.tracking import prepare_env, resolve_uri, tag_filter
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-TAG_GRID = "senet.grid"
-TAG_POINT = "senet.point"
-TAG_SEED = "senet.seed"
-TAG_LABEL = "senet.label"
-TAG_FAIL = "senet.fail_reason"
 BASE_COLUMNS = [
     "run_id",
     "experiment_id",
@@ -64,8 +64,9 @@ def _search(client: MlflowClient, filter_string: str) -> list:
     try:
         ids = _experiment_ids(client)
     except Exception as exc:  # noqa: BLE001 - any backend failure becomes one line
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise SenetError(f"MLflow tracking store {client.tracking_uri} unusable: {first}") from None
+        raise SenetError(
+            f"MLflow tracking store {client.tracking_uri} unusable: {one_line(exc)[:200]}"
+        ) from None
     # The SQL store caps how many experiments one query may name.
     for i in range(0, len(ids), 100):
         token = None
@@ -82,14 +83,14 @@ def _search(client: MlflowClient, filter_string: str) -> list:
 
 def fetch_runs(client: MlflowClient, grid: str | None = None) -> pd.DataFrame:
     """Every seed run of ``grid`` (all grids when None), in every active experiment."""
-    if grid is not None and "'" in grid:
-        raise SenetError(f"grid name {grid!r} must not contain a quote")
-    where = f"tags.`{TAG_GRID}` = '{grid}'" if grid is not None else ""
+    where = tag_filter({TAG_GRID: grid}) if grid is not None else ""
     rows = []
     for run in _search(client, where):
         tags = run.data.tags
         if TAG_GRID not in tags or TAG_SEED not in tags:
             continue
+        if grid is not None and tags[TAG_GRID] != grid:
+            continue  # tag_filter may over-match a name holding both kinds of quote
         try:
             seed = int(tags[TAG_SEED])
         except ValueError:
