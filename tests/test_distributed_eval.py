@@ -1,0 +1,48 @@
+"""Under torchrun every rank evaluates its slice of each validation batch and the counts
+are summed over ranks: two gloo processes must report exactly what one process does."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from senet.models import build
+from senet.train import _evaluate
+
+
+class _Data:
+    name = "tiny"
+
+    def val_batches(self):
+        gen = torch.Generator().manual_seed(1)
+        for size in (7, 7, 3):  # odd sizes: the ranks' slices differ in length
+            yield torch.randn(size, 3, 32, 32, generator=gen), torch.randint(0, 10, (size,),
+                                                                              generator=gen)
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build("se_resnet20", num_classes=10).eval()
+
+
+def _rank(rank: int, world: int, init: str, results) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        results[rank] = _evaluate(_model(), _Data(), contextlib.nullcontext, world, rank)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes, each importing torch: ~10 s idle, more under load
+def test_two_ranks_report_what_one_process_does(tmp_path):
+    alone = _evaluate(_model(), _Data(), contextlib.nullcontext)
+    results = mp.Manager().dict()
+    mp.spawn(_rank, args=(2, f"file://{tmp_path / 'rendezvous'}", results), nprocs=2)
+    for rank in (0, 1):
+        for key in ("val_top1_err", "val_top5_err"):
+            assert results[rank][key] == alone[key], (rank, key)
+        assert abs(results[rank]["val_loss"] - alone["val_loss"]) < 1e-4
