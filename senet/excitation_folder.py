@@ -16,15 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from senet.data.augment import Normalizer
+from senet.data.pipeline import CropPlan, LoadError
 from senet.data.scan import Split
-from senet.data.streaming import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CropPlan,
-    LoadError,
-    PilImages,
-    stack_collate,
-)
+from senet.data.streaming import IMAGENET_MEAN, IMAGENET_STD, PilImages, stack_collate
 from senet.errors import SenetError
 from senet.excitations import ExcitationStats
 from senet.probe import excitation_stats
