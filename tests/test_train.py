@@ -134,7 +134,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert cli_main(["train", "se_resnet20", "--dataset", "mnist", *uri]) == 2
     assert "mnist" in capsys.readouterr().err
-    assert cli_main(["train", "se_resnet20", "--device", "cuda:0", *uri]) in (0, 2)
+    assert cli_main(["train", "se_resnet20", "--device", "gpu0", *uri]) == 2
+    assert "--device 'gpu0': expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # where CUDA exists, cuda:0 is a valid device
+        assert cli_main(["train", "se_resnet20", "--device", "cuda:0", *uri]) == 2
+        assert "--device cuda:0: CUDA is not available here" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # every refusal came before any training
 
 
 def test_a_folder_dataset_trains_and_is_logged_as_a_local_source(tmp_path, monkeypatch):
