@@ -346,6 +346,7 @@ def test_plot_functions_from_plain_stats(tmp_path):
     assert all(p.stat().st_size > 10_000 for p in paths)
 
 
+@pytest.mark.slow
 def test_figures_command_from_mlflow(store, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "results"

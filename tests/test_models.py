@@ -153,6 +153,7 @@ def test_se_names_follow_the_paper():
     assert se_blocks(senet.build("resnet50")) == {}
 
 
+@pytest.mark.slow
 def test_every_registered_name_builds_and_runs():
     for name in MODEL_NAMES:
         if "50" in name or "101" in name or "152" in name:

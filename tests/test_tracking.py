@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 # Each process signals that it is ready (MLflow imported, run started), then spins until
@@ -35,6 +36,7 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_simultaneous_dataset_logging_never_fails_a_run(tmp_path):
     # MLflow inserts an experiment's dataset row check-then-insert; without the retry in
     # RunTracker.log_dataset, most rounds of three simultaneous workers lost one run.
