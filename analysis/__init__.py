@@ -6,7 +6,9 @@ gridspec.py, collect.py         what a grid expects (points x seeds) and its run
 stats.py                        mean ± std, Student's t quantile, Welch intervals
 tables.py, table_render.py      one table per grid; Markdown, CSV and LaTeX
 queue_status.py                 queued / running / failed seeds from the grid queue
-excitation_io.py                excitation statistics and their npz format
 excitation_select.py            which blocks, channels and classes the figures show
 figures.py, grid_figures.py     the plots, from stats alone or from a grid's runs
+
+analysis reads what senet writes (excitation statistics: senet.excitations); senet's core
+never imports analysis.
 """

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analysis.excitation_io import ExcitationStats
 from senet.errors import SenetError
+from senet.excitations import ExcitationStats
 
 # The classes of the paper's figures, by ImageNet wnid.
 PAPER_CLASSES = {

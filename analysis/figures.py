@@ -1,7 +1,7 @@
 """Paper-style figures, each written as PNG and PDF.
 
-The excitation plots take excitation statistics alone (an ExcitationStats, the probe's
-dict or an npz path), so `senet excitation` can call them without MLflow. Figures are
+The excitation plots take excitation statistics alone (a senet.excitations.ExcitationStats
+or an npz path), so `senet excitation` can call them without MLflow. Figures are
 built on matplotlib Figure objects, not pyplot, so no global figure state or GUI backend
 is involved.
 """
@@ -19,19 +19,17 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.excitation_io import ExcitationStats, load_excitation_stats
 from analysis.excitation_select import choose_classes, display_name, pick_blocks, sample_channels
 from analysis.tables import GridTable
+from senet.excitations import ExcitationStats
 
-StatsLike = ExcitationStats | Mapping[str, Any] | str | Path
+StatsLike = ExcitationStats | str | Path
 
 
 def as_stats(stats: StatsLike) -> ExcitationStats:
     if isinstance(stats, ExcitationStats):
         return stats
-    if isinstance(stats, (str, Path)):
-        return load_excitation_stats(stats)
-    return ExcitationStats.from_mapping(stats)
+    return ExcitationStats.load(stats)
 
 
 def save_figure(fig: Figure, out_path: str | Path) -> list[Path]:

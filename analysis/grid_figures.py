@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.excitation_io import ARTIFACT_PATH, load_excitation_stats
 from analysis.figures import (
     plot_error_by_variant,
     plot_inter_class,
@@ -25,6 +24,7 @@ from analysis.figures import (
 from analysis.runs import download_artifact, metric_histories
 from analysis.tables import GridTable
 from senet.errors import SenetError
+from senet.excitations import ARTIFACT_PATH, ExcitationStats
 
 CURVE_KEYS = ["val_top1_err", "train_loss"]
 
@@ -92,7 +92,7 @@ def _excitation(
                     "(a model without SE has none)"
                 )
                 continue
-            stats = load_excitation_stats(local)
+            stats = ExcitationStats.load(local)
             which = f"{table.spec.name}, {point.label}, seed {run.seed}"
             kwargs = {"n_channels": options.n_channels, "channel_seed": options.channel_seed}
             stem = folder / f"{table.spec.short_name}_{name}"

@@ -6,26 +6,19 @@ import argparse
 import importlib
 import sys
 
+from senet import __version__
 from senet.commands import COMMANDS
 from senet.errors import SenetError
-
-
-def _load(name: str):
-    return importlib.import_module(f"senet.commands.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="senet", description="Squeeze-and-Excitation ablation suite."
     )
+    parser.add_argument("--version", action="version", version=f"senet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = _load(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == f"senet.commands.{name}":
-                continue  # command not built yet
-            raise
+        module = importlib.import_module(f"senet.commands.{name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

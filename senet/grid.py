@@ -122,14 +122,15 @@ def resolve_grid_path(spec: str) -> Path:
     """A path to a .toml file, or a grid name such as `cifar10/reduction` or `demo`."""
     path = Path(spec)
     if path.is_file():
-        return path
-    if spec.endswith(".toml"):
-        raise SenetError(f"grid file {spec} does not exist")
+        return path.resolve()  # absolute, so the queue's record of it works from anywhere
+    name = spec.removesuffix(".toml")  # `cifar10/reduction.toml` names a known grid too
     for root in experiments_dirs():
-        candidate = root / f"{spec}.toml"
+        candidate = root / f"{name}.toml"
         if candidate.is_file():
             return candidate
     choices = ", ".join(available_grids()) or "none found"
+    if spec.endswith(".toml"):
+        raise SenetError(f"grid file {spec} does not exist; give a path or one of: {choices}")
     raise SenetError(f"unknown grid {spec!r}; give a .toml path or one of: {choices}")
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from senet.excitations import BlockStats, ExcitationStats
 from senet.models.common import se_blocks
 
 
@@ -62,12 +63,10 @@ def excitation_stats(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     class_names: list[str],
-) -> dict:
+) -> ExcitationStats:
     """Per SE block and class: mean and std of the gate per channel, plus the all-class mean.
 
-    Returns ``{"classes": [...], "blocks": [...], "<block>": {"mean": (K, C), "std": (K, C),
-    "count": (K,), "all_mean": (C,)}}`` as numpy arrays. Sums are kept in float64 and
-    per batch, so memory does not grow with the dataset.
+    Sums are kept in float64 and per batch, so memory does not grow with the dataset.
     """
     k = len(class_names)
     was_training = model.training
@@ -91,15 +90,15 @@ def excitation_stats(
                     sums[name] = [s, sq]
     finally:
         model.train(was_training)
-    stats: dict = {"classes": list(class_names), "blocks": list(sums)}
+    stats = ExcitationStats(classes=[str(c) for c in class_names])
     denom = counts.clamp(min=1)[:, None]
     for name, (s, sq) in sums.items():
         mean = s / denom
         var = (sq / denom - mean * mean).clamp(min=0)
-        stats[name] = {
-            "mean": mean.float().numpy(),
-            "std": var.sqrt().float().numpy(),
-            "count": counts.numpy().astype("int64"),
-            "all_mean": (s.sum(0) / counts.sum().clamp(min=1)).float().numpy(),
-        }
+        stats.blocks[name] = BlockStats(
+            mean=mean.float().numpy(),
+            std=var.sqrt().float().numpy(),
+            count=counts.numpy().astype("int64"),
+            all_mean=(s.sum(0) / counts.sum().clamp(min=1)).float().numpy(),
+        )
     return stats

@@ -404,10 +404,10 @@ def _log_results(tracker: Any, model: nn.Module, data: Any, out: Path, summary: 
     tracker.log_artifact(weights, "model")
     tracker.log_artifact(out / "config.json")
     if se_blocks(model):
-        from analysis.excitation_io import ARTIFACT_PATH, save_excitation_stats
+        from senet.excitations import ARTIFACT_PATH
 
         stats = excitation_stats(model, data.val_batches(), data.class_names)
-        path = save_excitation_stats(out / Path(ARTIFACT_PATH).name, stats)
+        path = stats.save(out / Path(ARTIFACT_PATH).name)
         tracker.log_artifact(path, str(Path(ARTIFACT_PATH).parent))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     tracker.log_artifact(out / "summary.json")

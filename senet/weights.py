@@ -96,16 +96,18 @@ def load_weights(model: nn.Module, path_or_state_dict: str | Path | Mapping[str,
     return model
 
 
-def build_released(name: str, weights: str | Path | Mapping[str, Any], **options: Any) -> nn.Module:
-    """The released architecture (see RELEASED_OPTIONS) with ``weights`` loaded.
+def read_state(path_or_state: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A state dict from a file or a mapping, unwrapped from checkpoints, DDP and compile."""
+    return _read(path_or_state)
 
-    Our own checkpoints (no legacy keys) load into ``build(name, **options)`` instead.
-    """
-    from senet.models import build
 
-    state = _read(weights)
+def options_for_weights(
+    name: str, state: Mapping[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    """The model options that ``state`` loads into: ``options`` for our own checkpoints,
+    the released architecture (RELEASED_OPTIONS) for the released layout."""
     if not _is_legacy(state):
-        return load_weights(build(name, **options), state)
+        return dict(options)
     if name not in _RELEASED_MODELS:
         raise SenetError(
             f"released weights exist for {', '.join(_RELEASED_MODELS)}, not {name!r}"
@@ -116,4 +118,4 @@ def build_released(name: str, weights: str | Path | Mapping[str, Any], **options
                 f"option {key}={options[key]!r} conflicts with the released weights "
                 f"(they need {key}={value})"
             )
-    return load_weights(build(name, **{**options, **RELEASED_OPTIONS}), state)
+    return {**options, **RELEASED_OPTIONS}

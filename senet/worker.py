@@ -114,6 +114,7 @@ class Worker:
         self.storage = TicketStore(open_storage(cfg.storage, create=False))
         self.stop_requested = False
         self.runs = 0
+        self.failed: list[str] = []  # the grid of each point that failed in this worker
         self._skipped: set[str] = set()
         self._checked: set[str] = set()
 
@@ -309,6 +310,7 @@ class Worker:
             traceback.print_exc()
         reason = " ".join(reason.split())[:500]
         queue.fail(ticket.trial_id, reason)
+        self.failed.append(queue.name)
         if not isinstance(exc, TrainingFailed):
             self._close_orphan_runs(cfg, attrs)
         self.say(f"{queue.name}: {ticket.label!r} seed {ticket.seed} FAILED: {reason}")
@@ -340,9 +342,10 @@ class Worker:
 # Entry points
 
 
-def run_worker(cfg: WorkerConfig, train_fn: TrainFn | None = None) -> int:
+def run_worker(cfg: WorkerConfig, train_fn: TrainFn | None = None) -> list[str]:
     """One worker in this process; SIGTERM lets the current point stop cleanly and
-    puts it back in the queue (its checkpoint is kept)."""
+    puts it back in the queue (its checkpoint is kept). Returns the grid of each point
+    that failed."""
     if cfg.cpu_threads:
         import torch
 
@@ -355,7 +358,8 @@ def run_worker(cfg: WorkerConfig, train_fn: TrainFn | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_term)
-    return worker.run()
+    worker.run()
+    return worker.failed
 
 
 def parse_devices(spec: str) -> list[str]:
@@ -373,9 +377,9 @@ def parse_devices(spec: str) -> list[str]:
     return devices
 
 
-def _child(cfg: WorkerConfig) -> None:
+def _child(cfg: WorkerConfig, report: Any) -> None:
     try:
-        run_worker(cfg)
+        report.put(run_worker(cfg))
     except SenetError as exc:
         print(f"senet work [{cfg.device}]: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -383,17 +387,19 @@ def _child(cfg: WorkerConfig) -> None:
         sys.exit(130)
 
 
-def run_devices(cfg: WorkerConfig, devices: list[str]) -> int:
-    """One worker process per device; returns the worst exit code."""
+def run_devices(cfg: WorkerConfig, devices: list[str]) -> tuple[int, list[str]]:
+    """One worker process per device; returns the worst exit code and the grid of each
+    point that failed."""
     import multiprocessing
 
     n_cpu = sum(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // n_cpu) if n_cpu else None
     ctx = multiprocessing.get_context("spawn")  # no forked CUDA or storage state
     procs = []
+    report = ctx.SimpleQueue()
     for device in devices:
         child_cfg = replace(cfg, device=device, cpu_threads=threads if device == "cpu" else None)
-        proc = ctx.Process(target=_child, args=(child_cfg,), name=f"senet-work-{device}")
+        proc = ctx.Process(target=_child, args=(child_cfg, report), name=f"senet-work-{device}")
         proc.start()
         procs.append(proc)
 
@@ -414,4 +420,7 @@ def run_devices(cfg: WorkerConfig, devices: list[str]) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     codes = [proc.exitcode or 0 for proc in procs]
-    return max(codes, key=abs)
+    failed = []
+    while not report.empty():
+        failed += report.get()
+    return max(codes, key=abs), failed

@@ -20,13 +20,6 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from analysis.excitation_io import (
-    ARTIFACT_PATH,
-    BlockStats,
-    ExcitationStats,
-    load_excitation_stats,
-    save_excitation_stats,
-)
 from analysis.excitation_select import choose_classes, pick_blocks, sample_channels
 from analysis.figures import plot_inter_class, plot_intra_class
 from analysis.gridspec import GridSpec, PointSpec, from_grid, from_runs
@@ -36,6 +29,8 @@ from analysis.stats import summarize, t_quantile, welch_interval
 from analysis.table_render import to_latex, to_markdown
 from analysis.tables import build_table
 from senet.cli import main as cli_main
+from senet.errors import SenetError
+from senet.excitations import ARTIFACT_PATH, BlockStats, ExcitationStats
 from senet.grid import load_grid
 
 GRID_TOML = """
@@ -97,11 +92,10 @@ def store(tmp_path_factory):
     client = MlflowClient(uri)
     exp = client.create_experiment(grid.name, artifact_location=str(root / "artifacts"))
     parent = client.create_run(exp, tags={"senet.grid": grid.name, "senet.role": "grid"})
-    npz = save_excitation_stats(
-        root / "excitation_stats.npz",
-        synthetic_stats([*PAPER_WNIDS, "n01440764", "n01518878"],
-                        {b: 8 * int(b[3]) ** 2 for b in RESNET50_BLOCKS}),
-    )  # fmt: skip
+    npz = synthetic_stats(
+        [*PAPER_WNIDS, "n01440764", "n01518878"],
+        {b: 8 * int(b[3]) ** 2 for b in RESNET50_BLOCKS},
+    ).save(root / "excitation_stats.npz")
 
     def new_run(r: int, seed: int, status: str, start: int) -> str:
         point = ids[r]
@@ -324,16 +318,15 @@ def test_channel_sample_is_fixed_and_uniform():
     assert (sample_channels(16, 50) == np.arange(16)).all()
 
 
-def test_excitation_stats_round_trip_and_probe_dict(tmp_path):
+def test_excitation_stats_round_trip(tmp_path):
     stats = synthetic_stats(["a", "b", "c"], {"SE_1_1": 4, "SE_2_1": 6})
-    loaded = load_excitation_stats(save_excitation_stats(tmp_path / "s.npz", stats))
+    loaded = ExcitationStats.load(stats.save(tmp_path / "s.npz"))
     assert loaded.classes == ["a", "b", "c"] and list(loaded.blocks) == ["SE_1_1", "SE_2_1"]
     assert np.array_equal(loaded.blocks["SE_2_1"].mean, stats.blocks["SE_2_1"].mean)
-    probe = {"classes": ["a", "b", "c"], "blocks": ["SE_1_1"],
-             "SE_1_1": {f: getattr(stats.blocks["SE_1_1"], f)
-                        for f in ("mean", "std", "count", "all_mean")}}  # fmt: skip
-    again = load_excitation_stats(save_excitation_stats(tmp_path / "p.npz", probe))
-    assert np.array_equal(again.blocks["SE_1_1"].count, [10, 20, 30])
+    assert np.array_equal(loaded.blocks["SE_1_1"].count, [10, 20, 30])
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(SenetError, match="bad.npz: not an excitation stats npz"):
+        ExcitationStats.load(tmp_path / "bad.npz")
 
 
 def test_default_classes_prefer_the_papers():
@@ -353,6 +346,7 @@ def test_plot_functions_from_plain_stats(tmp_path):
     assert all(p.stat().st_size > 10_000 for p in paths)
 
 
+@pytest.mark.slow
 def test_figures_command_from_mlflow(store, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "results"

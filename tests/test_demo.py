@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from senet.cli import main
@@ -31,6 +32,7 @@ reduction = 16
 """
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")

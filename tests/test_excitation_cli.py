@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 import senet
-from analysis.excitation_io import load_excitation_stats
 from senet.cli import main
+from senet.excitations import ExcitationStats
 
 WNIDS = ["n01443537", "n02110958", "n09246464"]  # goldfish, pug, cliff
 
@@ -37,7 +37,7 @@ def test_excitation_from_our_weights_on_a_val_folder(tmp_path, capsys):
                  "--data", str(data), "--size", "32", "--per-class", "2", "--workers", "0",
                  "--classes", "goldfish,n02110958", "--device", "cpu", "--out", str(out)])
     assert code == 0
-    stats = load_excitation_stats(out / "excitation_stats.npz")
+    stats = ExcitationStats.load(out / "excitation_stats.npz")
     assert stats.classes == WNIDS
     assert list(stats.blocks["SE_3_3"].count) == [2, 2, 2]  # --per-class caps every class
     assert stats.blocks["SE_3_3"].mean.shape == (3, 64)
@@ -49,3 +49,22 @@ def test_excitation_from_our_weights_on_a_val_folder(tmp_path, capsys):
     code = main(["excitation", "--model", "se_resnet20", "--data", str(data), "--size", "32",
                  "--workers", "0", "--classes", "tench", "--out", str(out)])
     assert code == 2 and "'tench' is not a class folder" in capsys.readouterr().err
+
+
+def test_a_tree_one_level_too_high_is_refused_naming_the_folder_meant(tmp_path, capsys):
+    root = tmp_path / "imagenet-sample"
+    _val_folder(root / "val")
+    args = ["excitation", "--model", "se_resnet20", "--size", "32", "--workers", "0",
+            "--device", "cpu", "--out", str(tmp_path / "out")]
+    assert main([*args, "--data", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"probably --data {root / 'val'}" in err[0]
+    assert not (tmp_path / "out").exists()
+
+    # a class folder whose images are not its own (only in a subfolder of notes) is refused
+    (root / "val" / "n99999999" / "notes").mkdir(parents=True)
+    (root / "val" / "n99999999" / "readme.txt").write_text("no images here")
+    assert main([*args, "--data", str(root / "val")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "class folders without image files of their own: n99999999" in err[0]

@@ -75,11 +75,19 @@ def test_cifar_grids_carry_the_plain_baseline():
 
 
 def test_demo_grid_is_small():
+    # Enough to compare variants over seeds, small enough for `senet demo` to finish in
+    # about 3 minutes on 2 CPU cores (4 points x 2 seeds x 2 epochs x 2000 images took ~2).
     demo = load_grid("demo")
-    assert len(demo.points) >= 4 and len(demo.seeds) >= 2
+    assert 4 <= len(demo.points) <= 6 and 2 <= len(demo.seeds) <= 4
+    work = 0
     for p in demo.points:
         assert p.settings["dataset"] == "builtin" and p.settings["preset"] == "fast"
         assert p.model in ("resnet20", "se_resnet20")
+        epochs, subset = p.settings.get("epochs"), p.settings.get("subset")
+        assert epochs is not None and 1 <= epochs <= 4, "the demo pins a small epoch count"
+        assert subset is not None and 500 <= subset <= 4000, "the demo pins a small subset"
+        work += epochs * subset * len(demo.seeds)
+    assert work <= 48_000, f"{work} training images in all: the demo would take too long"
 
 
 def test_point_ids_are_stable_hashes():

@@ -8,17 +8,6 @@ from pathlib import Path
 
 SENET = Path(__file__).resolve().parent.parent / "senet"
 
-# Edges that close known circles, removed on branch refactor-edges. Delete them from this
-# set once that branch is merged; the test then guards them too.
-KNOWN_EDGES = {
-    ("senet.models", "senet.weights"),  # fixed on branch refactor-edges
-    ("senet.weights", "senet.models"),  # fixed on branch refactor-edges
-    ("senet.data.streaming", "senet.data.gpu_decode"),  # fixed on branch refactor-edges
-}
-# The core may import analysis nowhere; these modules still do (see KNOWN_EDGES).
-KNOWN_ANALYSIS_IMPORTS = {
-    "senet.train",  # analysis.excitation_io; fixed on branch refactor-edges
-}
 
 
 def _module_name(path: Path) -> str:
@@ -106,10 +95,7 @@ def test_the_graph_sees_lazy_imports():
 
 
 def test_no_import_circles_in_senet():
-    graph = import_graph()
-    for source, target in KNOWN_EDGES:
-        graph[source].discard(target)
-    assert _cycles(graph) == []
+    assert _cycles(import_graph()) == []
 
 
 def test_a_circle_would_be_found():
@@ -123,4 +109,4 @@ def test_the_core_never_imports_analysis():
             continue
         if any(m == "analysis" or m.startswith("analysis.") for m in _imported(path, name)):
             offenders.add(name)
-    assert offenders <= KNOWN_ANALYSIS_IMPORTS, offenders - KNOWN_ANALYSIS_IMPORTS
+    assert offenders == set()

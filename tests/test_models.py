@@ -153,6 +153,7 @@ def test_se_names_follow_the_paper():
     assert se_blocks(senet.build("resnet50")) == {}
 
 
+@pytest.mark.slow
 def test_every_registered_name_builds_and_runs():
     for name in MODEL_NAMES:
         if "50" in name or "101" in name or "152" in name:
@@ -247,13 +248,14 @@ def test_excitation_stats_match_a_direct_computation():
     with torch.no_grad(), record_excitations(model) as rec:
         model(x)
     gate = rec.gates["SE_2_2"]
-    block = stats["SE_2_2"]
-    assert list(block["count"]) == [4, 4, 4]
-    torch.testing.assert_close(torch.from_numpy(block["mean"][1]), gate[y == 1].mean(0),
+    assert stats.classes == ["a", "b", "c"] and list(stats.blocks)[0] == "SE_1_1"
+    block = stats.blocks["SE_2_2"]
+    assert list(block.count) == [4, 4, 4]
+    torch.testing.assert_close(torch.from_numpy(block.mean[1]), gate[y == 1].mean(0),
                                rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.from_numpy(block["std"][2]),
+    torch.testing.assert_close(torch.from_numpy(block.std[2]),
                                gate[y == 2].std(0, unbiased=False), rtol=1e-3, atol=1e-5)
-    torch.testing.assert_close(torch.from_numpy(block["all_mean"]), gate.mean(0),
+    torch.testing.assert_close(torch.from_numpy(block.all_mean), gate.mean(0),
                                rtol=1e-5, atol=1e-6)
 
 

@@ -7,33 +7,54 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
+# Each process signals that it is ready (MLflow imported, run started), then spins until
+# the test creates the go file, so the dataset inserts of all three land together.
 WORKER = """
 import sys, time
+from pathlib import Path
 from senet.tracking import RunTracker
-uri, at, tag = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+uri, folder, tag = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 tracker = RunTracker(uri, "race")
 tracker.start(run_id=None, tags={"who": tag}, parent_run_id=None, run_name=tag,
               system_metrics=False)
-while time.time() < at:
+(folder / f"ready-{tag}").touch()
+deadline = time.monotonic() + 120
+while not (folder / "go").exists() and time.monotonic() < deadline:
     time.sleep(0.001)
 tracker.log_dataset("builtin", "senet://builtin/x", "abc123", "training")
 tracker.finish()
 """
 
 
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
 def test_simultaneous_dataset_logging_never_fails_a_run(tmp_path):
     # MLflow inserts an experiment's dataset row check-then-insert; without the retry in
     # RunTracker.log_dataset, most rounds of three simultaneous workers lost one run.
     for round_ in range(2):
-        uri = f"sqlite:///{tmp_path}/race{round_}.db"
+        folder = tmp_path / f"round{round_}"
+        folder.mkdir()
+        uri = f"sqlite:///{folder}/race.db"
         MlflowClient(uri).create_experiment("race")
-        start_at = time.time() + 6  # after every process has imported mlflow
-        procs = [subprocess.Popen([sys.executable, "-c", WORKER, uri, str(start_at), tag],
+        procs = [subprocess.Popen([sys.executable, "-c", WORKER, uri, str(folder), tag],
                                   env={**os.environ, "SENET_SYSTEM_METRICS": "0"},
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for tag in "abc"]
+        def started(folder=folder, procs=procs) -> bool:
+            return (all((folder / f"ready-{t}").exists() for t in "abc")
+                    or any(p.poll() is not None for p in procs))  # a crash ends the wait
+
+        _wait_for(started, 120, "three started runs")
+        (folder / "go").touch()
         outputs = [p.communicate(timeout=120)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0], outputs
         client = MlflowClient(uri)

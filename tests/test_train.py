@@ -35,6 +35,7 @@ def _no_system_metrics(monkeypatch):
     monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
 
 
+@pytest.mark.slow
 def test_a_run_leaves_a_complete_mlflow_record(tmp_path):
     cfg = _cfg(tmp_path, model_options={"reduction": 4})
     summary = run_training(cfg)
@@ -75,6 +76,7 @@ def _kill_after_first_checkpoint(args: list[str], ckpt: Path) -> None:
     assert ckpt.exists(), "the run should have written its first checkpoint"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_exactly_the_same_result(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     common = ["train", "se_resnet20", *QUICK, "--epochs", "3", "--tracking-uri", uri]
@@ -134,7 +136,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert cli_main(["train", "se_resnet20", "--dataset", "mnist", *uri]) == 2
     assert "mnist" in capsys.readouterr().err
-    assert cli_main(["train", "se_resnet20", "--device", "cuda:0", *uri]) in (0, 2)
+    assert cli_main(["train", "se_resnet20", "--device", "gpu0", *uri]) == 2
+    assert "--device 'gpu0': expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # where CUDA exists, cuda:0 is a valid device
+        assert cli_main(["train", "se_resnet20", "--device", "cuda:0", *uri]) == 2
+        assert "--device cuda:0: CUDA is not available here" in capsys.readouterr().err
 
 
 def test_a_folder_dataset_trains_and_is_logged_as_a_local_source(tmp_path, monkeypatch):

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from senet.commands.common import add_stores
+
 HELP = "queue every point x seed of one or more grids for `senet work`"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("grids", nargs="+", metavar="GRID",
-                   help="grid name under experiments/ (e.g. cifar10/reduction, demo) "
-                        "or a path to a grid .toml")
-    p.add_argument("--storage", help="queue storage: a journal file (default "
-                                     "./senet-queue.journal), sqlite:///FILE or "
-                                     "postgresql://USER@HOST/DB")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI for the grid's runs "
-                                          "(default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+                   help="grid name under experiments/ (e.g. cifar10/reduction, demo; a trailing "
+                        ".toml is allowed) or a path to a grid .toml")
+    add_stores(p, "MLflow tracking URI for the grid's runs "
+                  "(default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--seeds", type=int, metavar="N",
                    help="use seeds 0..N-1 instead of the grid file's seeds")
     p.add_argument("--retry-failed", action="store_true",

@@ -6,13 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from senet.commands.common import add_grid_filter, add_stores
+
 HELP = "show done / running / failed / queued points per grid, with an ETA"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("grid", nargs="?", metavar="GRID",
-                   help="only this grid (name or .toml path); default: every queued grid")
-    p.add_argument("--storage", help="queue storage (default ./senet-queue.journal)")
+    add_grid_filter(p)
+    add_stores(p, "MLflow tracking URI; accepted so that scripts can pass the same flags to "
+                  "queue, work and status (the status itself comes from the queue storage)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: grid -> done, running, failed, queued, ...")
 
@@ -21,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from senet import queue as q
-    from senet.commands.work import _grid_name
+    from senet.commands.common import queue_name
     from senet.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -31,14 +33,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         storage = open_storage(url, create=False)
         if args.grid:
-            queues = [q.GridQueue.open(storage, _grid_name(args.grid))]
+            queues = [q.GridQueue.open(storage, queue_name(args.grid))]
         else:
             queues = sorted(q.GridQueue.all(storage), key=lambda g: g.name)
     report = {}
+    attrs = {}
     grace = q.grace_period()
     for queue in queues:
         queue.reap(grace)  # a dead worker's point shows as queued again, not running
         report[queue.name] = _grid_report(queue)
+        attrs[queue.name] = queue.attrs()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -46,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
         print("no grids queued in this storage; add some with `senet queue GRID`")
         return 0
     _print_table(report)
+    failed = [(name, attrs[name]) for name, r in report.items() if r["failures"]]
+    if failed:
+        from senet.commands.common import retry_command
+
+        print(f"  (queue them again with `{retry_command(failed, args.storage)}`)")
     return 0
 
 
@@ -93,5 +102,3 @@ def _print_table(report: dict) -> None:
     for name, r in report.items():
         for f in r["failures"]:
             print(f"  {name}: FAILED {f['label']!r} seed {f['seed']}: {f['reason']}")
-        if r["failures"]:
-            print(f"  (queue them again with `senet queue {name} --retry-failed`)")

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from senet.data.images import open_rgb, unreadable
-from senet.data.streaming import CropPlan, ImageFiles, LoadError, Pipeline
+from senet.data.pipeline import CropPlan, ImageFiles, LoadError, Pipeline
 from senet.errors import SenetError
 
 

@@ -77,3 +77,37 @@ def _images_under(folder: Path) -> list[str]:
                 out.append(os.path.join(dirpath, name))
     out.sort()
     return out
+
+
+def scan_class_folders(directory: Path, flag: str = "--data") -> Split:
+    """Like scan_split, but every class folder must hold image files itself.
+
+    A tree given one level too high (``DIR/val/<class>/<image>``) would otherwise be read
+    as one class per split; the error names the folder that was probably meant.
+    """
+    split = scan_split(directory)
+    direct = {name: _has_images(directory / name) for name in split.class_names}
+    if all(direct.values()):
+        return split
+    nested = [n for n, ok in direct.items() if not ok and _has_class_folders(directory / n)]
+    if nested:
+        raise SenetError(
+            f"{flag} {directory}: {directory / nested[0]} holds folders of images, not images; "
+            f"give the folder whose subfolders are the classes, probably {flag} "
+            f"{directory / nested[0]}"
+        )
+    bad = ", ".join(n for n, ok in direct.items() if not ok)
+    raise SenetError(
+        f"{flag} {directory}: class folders without image files of their own: {bad}; "
+        f"expected {directory}/<class>/<image files>"
+    )
+
+
+def _has_images(folder: Path) -> bool:
+    return any(e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+               and not e.name.startswith(".") for e in os.scandir(folder))
+
+
+def _has_class_folders(folder: Path) -> bool:
+    return any(e.is_dir() and not e.name.startswith(".") and _has_images(Path(e.path))
+               for e in os.scandir(folder))

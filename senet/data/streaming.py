@@ -9,26 +9,16 @@ from its own seed, so batches do not depend on which worker handled which image.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from senet.data.augment import Normalizer
 from senet.data.base import Batch, epoch_generator, short_digest, small_ops_threads
-from senet.data.images import (
-    Box,
-    center_box,
-    crop_resize,
-    open_rgb,
-    random_resized_box,
-    resize_center_crop,
-)
+from senet.data.images import open_rgb
+from senet.data.pipeline import CropPlan, ImageFiles, LoadError, Pipeline
 from senet.data.scan import Split
 from senet.data.subset import stratified_subset
 from senet.errors import SenetError
@@ -36,40 +26,6 @@ from senet.errors import SenetError
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 DEFAULT_SIZE = 224
-
-
-@dataclass
-class LoadError:
-    """Sent from a worker in place of a batch: errors travel as data, not as exceptions.
-
-    DataLoader re-raises worker exceptions with the whole worker traceback as the message;
-    passing the message as data keeps it the one line the user should see.
-    """
-
-    message: str
-
-
-@dataclass(frozen=True)
-class CropPlan:
-    """How one image is turned into a network input: resize target, crop, flip."""
-
-    size: int
-    train: bool
-    resize: int  # eval: shorter side before the centre crop
-
-    def box_and_flip(self, width: int, height: int, sample_seed: int) -> tuple[Box, bool]:
-        """Source region to resize to size x size, and whether to mirror it."""
-        if not self.train:
-            return center_box(width, height, self.resize, self.size), False
-        rng = random.Random(sample_seed)
-        return random_resized_box(width, height, rng), rng.random() < 0.5
-
-    def apply(self, img: Image.Image, sample_seed: int) -> np.ndarray:
-        """uint8 (size,size,3): RandomResizedCrop + flip, or Resize + CenterCrop for eval."""
-        if not self.train:
-            return resize_center_crop(img, self.resize, self.size)
-        box, flip = self.box_and_flip(img.width, img.height, sample_seed)
-        return crop_resize(img, box, self.size, flip)
 
 
 class EpochSampler(Sampler):
@@ -91,18 +47,6 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return self.length
-
-
-class ImageFiles(Dataset):
-    """Image files with their labels and the crop plan; subclasses decide how to decode."""
-
-    def __init__(self, files: list[str], labels: list[int], plan: CropPlan) -> None:
-        self.files = files
-        self.labels = labels
-        self.plan = plan
-
-    def __len__(self) -> int:
-        return len(self.files)
 
 
 class PilImages(ImageFiles):
@@ -209,14 +153,6 @@ class StreamingData:
 
     def val_batches(self) -> Iterator[Batch]:
         return self._batches(self._loader(train=False))
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """Where decoding happens: `dataset` runs in workers, `assemble` on the main process."""
-
-    dataset: Callable[[list[str], list[int], CropPlan], tuple[Dataset, Callable]]
-    assemble: Callable[[Any, torch.device, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _pil_dataset(files: list[str], labels: list[int], plan: CropPlan) -> tuple[Dataset, Callable]:

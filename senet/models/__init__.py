@@ -181,9 +181,11 @@ def family(name: str) -> str:
 def build(name: str, weights: str | None = None, **options: Any) -> nn.Module:
     """Build a model by name. ``weights`` (a path) also loads the released weights."""
     if weights is not None:
-        from senet.weights import build_released
+        # weights.py knows state-dict layouts only, never the model registry.
+        from senet.weights import load_weights, options_for_weights, read_state
 
-        return build_released(name, weights, **options)
+        state = read_state(weights)
+        return load_weights(build(name, **options_for_weights(name, state, options)), state)
     arch, has_se = _arch(name)
     opts = validate_options(name, options)
     kwargs = dict(arch.kwargs)
