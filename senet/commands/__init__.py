@@ -11,6 +11,7 @@ COMMANDS = [
     "queue",
     "work",
     "status",
+    "plan",
     "tables",
     "figures",
     "excitation",

@@ -1,0 +1,337 @@
+"""`senet plan`: what a set of grids will cost before any device time is spent.
+
+Grids are expanded to trainings, trainings are reduced to unique keys (see
+senet.identity), keys already done, running or queued in the storage are counted,
+and the rest is projected to device-hours from measured throughput: finished runs in
+the tracking store first (they log img/s), then the table in senet/throughput.toml.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from senet.errors import SenetError
+from senet.identity import key_of, resolved_settings
+
+THROUGHPUT_TABLE = resources.files("senet") / "throughput.toml"
+# An evaluation image is a forward pass only: about a third of a training image's cost.
+EVAL_COST = 1 / 3
+# Standard split sizes, used when no data root is given to count a tree.
+KNOWN_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
+               "imagenet": (1_281_167, 50_000)}
+STATES = ("done", "running", "queued", "failed", "new")
+
+
+@dataclass
+class Training:
+    key: str
+    seed: int
+    settings: dict[str, Any]
+    resolved: dict[str, Any]
+    grids: list[str] = field(default_factory=list)
+    state: str = "new"
+
+    @property
+    def model(self) -> str:
+        return self.settings["model"]
+
+
+@dataclass
+class Throughput:
+    img_per_s: float | None
+    source: str  # where the figure came from, in words
+
+
+@dataclass
+class GridPlan:
+    name: str
+    points: int
+    seeds: int
+    keys: list[str]
+
+
+@dataclass
+class Plan:
+    grids: list[GridPlan]
+    trainings: dict[str, Training]
+    throughput: dict[str, Throughput]  # by model
+    images: dict[str, tuple[int, int]]  # (train, val) images per epoch, by key
+    device: str
+
+    def counts(self, keys: Iterable[str] | None = None) -> dict[str, int]:
+        keys = list(self.trainings) if keys is None else list(dict.fromkeys(keys))
+        out = dict.fromkeys(STATES, 0)
+        for key in keys:
+            out[self.trainings[key].state] += 1
+        return out
+
+    def hours(self, key: str) -> float | None:
+        """Projected device-hours of one training, or None without a throughput figure."""
+        t = self.trainings[key]
+        rate = self.throughput[t.model].img_per_s
+        if not rate:
+            return None
+        train, val = self.images[key]
+        return t.resolved["epochs"] * (train + EVAL_COST * val) / rate / 3600
+
+    def hours_left(self, keys: Iterable[str] | None = None) -> tuple[float, int]:
+        """(device-hours of the trainings still to run, how many of them lack a figure)."""
+        keys = list(self.trainings) if keys is None else list(dict.fromkeys(keys))
+        total, unknown = 0.0, 0
+        for key in keys:
+            if self.trainings[key].state in ("done", "running"):
+                continue
+            h = self.hours(key)
+            if h is None:
+                unknown += 1
+            else:
+                total += h
+        return total, unknown
+
+    def summary_line(self) -> str:
+        c = self.counts()
+        hours, unknown = self.hours_left()
+        todo = c["queued"] + c["failed"] + c["new"]
+        line = (f"{len(self.trainings)} unique trainings: {c['done']} done, {c['running']} "
+                f"running, {c['queued']} queued, {c['failed'] + c['new']} not yet queued or "
+                f"failed; {todo} to train ≈ {hours:.1f} device-hours on {self.device}")
+        if unknown:
+            line += f" (+{unknown} without a throughput figure)"
+        return line
+
+    def to_json(self) -> dict[str, Any]:
+        grids = []
+        for g in self.grids:
+            hours, unknown = self.hours_left(g.keys)
+            grids.append({"grid": g.name, "points": g.points, "seeds": g.seeds,
+                          "slots": g.points * g.seeds, "unique": len(set(g.keys)),
+                          **self.counts(g.keys), "device_hours_left": round(hours, 3),
+                          "without_throughput": unknown})
+        hours, unknown = self.hours_left()
+        trainings = []
+        for key, t in self.trainings.items():
+            train, val = self.images[key]
+            h = self.hours(key)
+            trainings.append({
+                "key": key, "model": t.model, "seed": t.seed, "grids": t.grids,
+                "state": t.state, "epochs": t.resolved["epochs"],
+                "images_per_training": t.resolved["epochs"] * train,
+                "val_images_per_epoch": val,
+                "device_hours": None if h is None else round(h, 4),
+            })
+        return {
+            "device": self.device,
+            "total": {"unique": len(self.trainings), **self.counts(),
+                      "device_hours_left": round(hours, 3), "without_throughput": unknown},
+            "grids": grids,
+            "throughput": {m: {"img_per_s": t.img_per_s, "source": t.source}
+                           for m, t in sorted(self.throughput.items())},
+            "trainings": trainings,
+        }
+
+
+def make_plan(grids: list[Any], *, storage_url: str | None = None,
+              tracking_uri: str | None = None, device: str = "NVIDIA H200",
+              data_root: str | None = None, seeds: list[int] | None = None) -> Plan:
+    """Expand ``grids`` (senet.grid.Grid objects) into unique trainings and cost them."""
+    trainings: dict[str, Training] = {}
+    resolved_cache: dict[str, dict[str, Any]] = {}
+    grid_plans = []
+    for grid in grids:
+        keys = []
+        grid_seeds = seeds if seeds is not None else grid.seeds
+        for seed in grid_seeds:
+            for point in grid.points:
+                resolved = resolved_cache.get(point.id)
+                if resolved is None:
+                    resolved = resolved_cache[point.id] = resolved_settings(point.settings)
+                key = key_of(resolved, seed)
+                t = trainings.setdefault(key, Training(key, seed, point.settings, resolved))
+                if grid.name not in t.grids:
+                    t.grids.append(grid.name)
+                keys.append(key)
+        grid_plans.append(GridPlan(grid.name, len(grid.points), len(grid_seeds), keys))
+    for key, state in _states_in_storage(storage_url).items():
+        if key in trainings:
+            trainings[key].state = state
+    sizes: dict[tuple[str, int | None], tuple[int, int]] = {}
+    images = {}
+    for key, t in trainings.items():
+        where = (t.resolved["dataset"], t.resolved["subset"])
+        if where not in sizes:
+            sizes[where] = dataset_sizes(*where, data_root=data_root)
+        images[key] = sizes[where]
+    models = {t.model: t.resolved["batch_size"] for t in trainings.values()}
+    throughput = measured_throughput(models, tracking_uri, device)
+    return Plan(grid_plans, trainings, throughput, images, device)
+
+
+# ---------------------------------------------------------------------------
+# What each key's state is in the queue storage
+
+
+def _states_in_storage(url: str | None) -> dict[str, str]:
+    """key -> best state over every ticket of every grid in the storage."""
+    from senet import queue as q
+
+    url = url or q.DEFAULT_STORAGE
+    if "://" not in url and not Path(url).is_file():
+        return {}
+    storage = q.open_storage(url, create=False)
+    rank = {"done": 0, "running": 1, "queued": 2, "failed": 3}
+    best: dict[str, str] = {}
+    cache: dict[str, dict[str, Any]] = {}
+    for queue in q.GridQueue.all(storage):
+        for (point, seed), tickets in queue.slots().items():
+            settings = tickets[0].settings
+            try:
+                resolved = cache.get(point) or cache.setdefault(point, resolved_settings(settings))
+            except SenetError:
+                continue  # a ticket of an older, no longer valid grid: not ours to plan
+            key = key_of(resolved, seed)
+            state = q.slot_state(tickets)
+            if key not in best or rank[state] < rank[best[key]]:
+                best[key] = state
+    return best
+
+
+# ---------------------------------------------------------------------------
+# Images per epoch
+
+
+def dataset_sizes(dataset: str, subset: int | None, *, data_root: str | None = None
+                  ) -> tuple[int, int]:
+    """(training images, validation images) one epoch sees."""
+    if dataset == "builtin":
+        from senet.data import builtin
+
+        classes = len(builtin.CLASS_NAMES)
+        train, val = builtin.TRAIN_PER_CLASS * classes, builtin.VAL_PER_CLASS * classes
+    elif dataset.startswith("folder:") or (dataset in KNOWN_SIZES and data_root):
+        train, val = _count_tree(dataset, data_root)
+    elif dataset in KNOWN_SIZES:
+        train, val = KNOWN_SIZES[dataset]
+    else:
+        raise SenetError(f"unknown dataset {dataset!r}")
+    return (min(train, subset) if subset else train), val
+
+
+def _count_tree(dataset: str, data_root: str | None) -> tuple[int, int]:
+    from senet.data.scan import find_split, scan_split
+
+    if dataset.startswith("folder:"):
+        root, val_names = Path(dataset[len("folder:"):]).expanduser(), ("test", "val")
+    else:
+        if dataset != "imagenet":
+            return KNOWN_SIZES[dataset]  # CIFAR roots hold archives, not trees
+        root, val_names = Path(data_root).expanduser(), ("val",)
+    if not root.is_dir():
+        raise SenetError(f"{dataset}: no such directory {root}")
+    return (len(scan_split(find_split(root, ("train",), dataset))),
+            len(scan_split(find_split(root, val_names, dataset))))
+
+
+# ---------------------------------------------------------------------------
+# Throughput
+
+
+def measured_throughput(models: dict[str, int], tracking_uri: str | None,
+                        device: str) -> dict[str, Throughput]:
+    """img/s per model: finished runs in the tracking store, else the benchmark table
+    (exact row, else extrapolated from the same family's rows)."""
+    found = _from_tracking(models, tracking_uri)
+    table = [r for r in _table_rows() if r["device"] == device]
+    out = {}
+    for model, batch in models.items():
+        if model in found:
+            out[model] = found[model]
+        else:
+            out[model] = _from_table(model, batch, table, device)
+    return out
+
+
+def _from_tracking(models: dict[str, int], uri: str | None) -> dict[str, Throughput]:
+    from senet import tracking
+
+    uri = tracking.resolve_uri(uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return {}  # no store here: never create one just to look
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(uri)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+    except Exception:  # noqa: BLE001 - an unreachable store just means no measurements
+        return {}
+    out = {}
+    for model, batch in models.items():
+        runs = client.search_runs(
+            experiments, f"attributes.status = 'FINISHED' and params.model = '{model}' "
+            f"and params.batch_size = '{batch}'", max_results=200)
+        rates = [r.data.metrics["img_per_s"] for r in runs if "img_per_s" in r.data.metrics]
+        if rates:
+            devices = sorted({r.data.tags.get("senet.device", "?") for r in runs})
+            out[model] = Throughput(statistics.median(rates),
+                                    f"median of {len(rates)} finished runs in the tracking "
+                                    f"store ({', '.join(devices)})")
+    return out
+
+
+def _table_rows() -> list[dict[str, Any]]:
+    return tomllib.loads(THROUGHPUT_TABLE.read_text()).get("row", [])
+
+
+def _from_table(model: str, batch: int, rows: list[dict[str, Any]], device: str
+                ) -> Throughput:
+    for row in rows:
+        if row["model"] == model:
+            note = "" if row["batch_size"] == batch else f", measured at batch {row['batch_size']}"
+            return Throughput(float(row["img_per_s"]),
+                              f"benchmark table senet/throughput.toml ({row['source']}{note})")
+    # Extrapolate from the same family and SE-ness. Small CIFAR nets are bound by the host
+    # launching kernels, so time per image scales with the number of layers; ImageNet
+    # nets are bound by arithmetic, so it scales with multiply-adds.
+    from senet.models import family
+
+    fam = family(model)
+    se = model.startswith("se_")
+    peers = [r for r in rows if r["model"].startswith("se_") == se
+             and _safe_family(r["model"]) == fam]
+    if not peers:
+        return Throughput(None, f"no measurement for {model} on {device}: run it once "
+                                "(senet train prints img/s) or add a row to senet/throughput.toml")
+    cost = _layer_count if fam == "cifar" else _gmacs
+    target = cost(model)
+    best = min(peers, key=lambda r: abs(cost(r["model"]) - target))
+    rate = float(best["img_per_s"]) * cost(best["model"]) / target
+    what = "layers" if fam == "cifar" else "GMACs"
+    return Throughput(rate, f"extrapolated from {best['model']} on {device} by {what}")
+
+
+def _safe_family(model: str) -> str | None:
+    from senet.models import family
+
+    try:
+        return family(model)
+    except SenetError:
+        return None
+
+
+def _layer_count(model: str) -> float:
+    """Leaf modules with parameters or activations: a proxy for kernel launches."""
+    from senet.models import build
+
+    return float(sum(1 for m in build(model).modules() if not list(m.children())))
+
+
+def _gmacs(model: str) -> float:
+    from senet.flops import count
+    from senet.models import build
+
+    return count(build(model), 224).gmacs

@@ -1,0 +1,138 @@
+"""Training identity keys and `senet plan`: unique trainings, their state, their cost."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from senet.cli import main
+from senet.grid import load_grid
+from senet.identity import training_key
+from senet.plan import EVAL_COST, make_plan
+
+BASE = {"model": "se_resnet20", "dataset": "builtin", "preset": "fast"}
+
+
+def test_key_is_resolved_settings_plus_seed():
+    assert training_key(BASE, 0) == training_key({**BASE, "reduction": 16}, 0)  # the default
+    assert training_key(BASE, 0) == training_key({**BASE, "epochs": 3}, 0)  # the preset's
+    assert training_key(BASE, 0) == training_key({**BASE, "compile": True, "workers": 0}, 0)
+    assert training_key(BASE, 0) != training_key(BASE, 1)
+    assert training_key(BASE, 0) != training_key({**BASE, "reduction": 8}, 0)
+    assert training_key(BASE, 0) != training_key({**BASE, "epochs": 4}, 0)
+    assert training_key(BASE, 0) != training_key({**BASE, "preset": "cifar-preact"}, 0)
+
+
+def _grid(tmp_path, name, body):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(textwrap.dedent(body))
+    return load_grid(path)
+
+
+SHARED = """\
+    title = "{title}"
+    dataset = "builtin"
+    preset = "fast"
+    model = "se_resnet20"
+    subset = 600
+    seeds = [0, 1]
+
+    [[variants]]
+    label = "ResNet-20"
+    model = "resnet20"
+
+    [[variants]]
+    label = "SE"
+    reduction = {r}
+"""
+
+
+def test_plan_counts_each_training_once_across_grids(tmp_path):
+    a = _grid(tmp_path, "a", SHARED.format(title="A", r=16))
+    b = _grid(tmp_path, "b", SHARED.format(title="B", r=4))
+    plan = make_plan([a, b], storage_url=str(tmp_path / "none.journal"),
+                     tracking_uri=f"sqlite:///{tmp_path}/none.db", device="cpu")
+    # 8 slots; the ResNet-20 rows (2 seeds) are shared: 6 unique trainings
+    assert sum(g.points * g.seeds for g in plan.grids) == 8
+    assert len(plan.trainings) == 6
+    shared = [t for t in plan.trainings.values() if t.model == "resnet20"]
+    assert len(shared) == 2 and all(t.grids == [a.name, b.name] for t in shared)
+    assert plan.counts() == {"done": 0, "running": 0, "queued": 0, "failed": 0, "new": 6}
+    assert not (tmp_path / "none.db").exists()  # planning never creates a store
+
+    # Cost: epochs x (train + eval/3) images at the table's img/s (cpu rows: 521 and 493).
+    key = shared[0].key
+    assert plan.images[key] == (600, 2000)
+    assert plan.hours(key) == pytest.approx(3 * (600 + EVAL_COST * 2000) / 521 / 3600)
+    se = next(t for t in plan.trainings.values() if t.model == "se_resnet20")
+    assert plan.hours(se.key) == pytest.approx(3 * (600 + EVAL_COST * 2000) / 493 / 3600)
+
+
+def test_plan_reads_states_from_the_queue(tmp_path):
+    from senet import queue as q
+
+    a = _grid(tmp_path, "a", SHARED.format(title="A", r=16))
+    b = _grid(tmp_path, "b", SHARED.format(title="B", r=16))  # the very same trainings
+    storage_url = str(tmp_path / "q.journal")
+    q.queue_grid(q.open_storage(storage_url), a, None, False)
+    plan = make_plan([a, b], storage_url=storage_url, device="cpu",
+                     tracking_uri=f"sqlite:///{tmp_path}/none.db")
+    assert len(plan.trainings) == 4
+    assert plan.counts()["queued"] == 4  # queued through grid a, so b needs nothing new
+    hours, unknown = plan.hours_left()
+    assert unknown == 0 and hours == pytest.approx(sum(plan.hours(k) for k in plan.trainings))
+    assert "4 queued" in plan.summary_line()
+
+
+def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.create_experiment("x")
+    for rate in (100.0, 300.0, 200.0):
+        run = client.create_run(exp, tags={"senet.device": "cpu"})
+        client.log_param(run.info.run_id, "model", "se_resnet20")
+        client.log_param(run.info.run_id, "batch_size", "128")
+        client.log_metric(run.info.run_id, "img_per_s", rate)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    a = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace("subset = 600",
+                                                                     "batch_size = 128"))
+    plan = make_plan([a], storage_url=str(tmp_path / "none.journal"),
+                     tracking_uri=tracking_uri, device="cpu")
+    assert plan.throughput["se_resnet20"].img_per_s == 200.0  # the median
+    assert "3 finished runs" in plan.throughput["se_resnet20"].source
+    assert plan.throughput["resnet20"].img_per_s == 521  # no runs: the table
+
+
+def test_unmeasured_models_are_extrapolated_and_say_so(tmp_path):
+    grid = _grid(tmp_path, "g", """\
+        title = "deep"
+        dataset = "cifar10"
+        preset = "cifar-preact"
+        model = "resnet56"
+        seeds = [0]
+
+        [[variants]]
+        label = "ResNet-56"
+    """)
+    plan = make_plan([grid], storage_url=str(tmp_path / "none.journal"),
+                     tracking_uri=f"sqlite:///{tmp_path}/none.db")
+    rate = plan.throughput["resnet56"]
+    assert "extrapolated from resnet" in rate.source
+    assert 3900 < rate.img_per_s < 15940  # between ResNet-110 and ResNet-20 on the H200
+
+
+def test_plan_cli_json(tmp_path, capsys):
+    path = tmp_path / "a.toml"
+    path.write_text(textwrap.dedent(SHARED.format(title="A", r=16)))
+    code = main(["plan", str(path), str(path), "--json", "--device", "cpu",
+                 "--storage", str(tmp_path / "none.journal"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total"]["unique"] == 4 and data["total"]["new"] == 4
+    assert [g["slots"] for g in data["grids"]] == [4, 4]
+    assert all(t["epochs"] == 3 and t["images_per_training"] == 1800
+               for t in data["trainings"])
