@@ -21,19 +21,12 @@ KEY_LENGTH = 16
 def resolved_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """What a grid point's settings resolve to once its preset and the model's option
     defaults are applied. Raises SenetError for settings that cannot be resolved."""
-    from senet.config import TrainConfig, load_preset
-    from senet.grid import MODEL_OPTION_KEYS
+    from senet.config import TrainConfig, load_preset, split_settings
     from senet.models import validate_options
     from senet.train import make_plan
 
     model = settings["model"]
-    options = {k: v for k, v in settings.items() if k in MODEL_OPTION_KEYS}
-    cfg = TrainConfig(
-        model=model, model_options=options, dataset=settings.get("dataset", "builtin"),
-        preset=settings.get("preset", "fast"), epochs=settings.get("epochs"),
-        batch_size=settings.get("batch_size"), lr=settings.get("lr"),
-        subset=settings.get("subset"),
-    )
+    cfg = TrainConfig(**split_settings(settings))
     preset = load_preset(cfg.preset)
     plan = make_plan(cfg, preset)
     resolved_options = validate_options(model, plan.model_options)

@@ -179,11 +179,12 @@ def make_plan(grids: list[Any], *, storage_url: str | None = None,
 def _states_in_storage(url: str | None) -> dict[str, str]:
     """key -> best state over every ticket of every grid in the storage."""
     from senet import queue as q
+    from senet.storage import DEFAULT_STORAGE, open_storage
 
-    url = url or q.DEFAULT_STORAGE
+    url = url or DEFAULT_STORAGE
     if "://" not in url and not Path(url).is_file():
         return {}
-    storage = q.open_storage(url, create=False)
+    storage = open_storage(url, create=False)
     rank = {"done": 0, "running": 1, "queued": 2, "failed": 3}
     best: dict[str, str] = {}
     cache: dict[str, dict[str, Any]] = {}
@@ -271,9 +272,9 @@ def _from_tracking(models: dict[str, int], uri: str | None) -> dict[str, Through
         return {}
     out = {}
     for model, batch in models.items():
+        query = tracking.tag_filter({"model": model, "batch_size": str(batch)}, kind="params")
         runs = client.search_runs(
-            experiments, f"attributes.status = 'FINISHED' and params.model = '{model}' "
-            f"and params.batch_size = '{batch}'", max_results=200)
+            experiments, f"attributes.status = 'FINISHED' and {query}", max_results=200)
         rates = [r.data.metrics["img_per_s"] for r in runs if "img_per_s" in r.data.metrics]
         if rates:
             devices = sorted({r.data.tags.get("senet.device", "?") for r in runs})

@@ -139,12 +139,13 @@ def _quoted(value: str) -> tuple[str, str]:
     return "LIKE", f"'{pattern}'"
 
 
-def tag_filter(tags: dict[str, Any]) -> str:
-    """An MLflow filter string matching runs that carry every tag in ``tags``."""
+def tag_filter(tags: dict[str, Any], kind: str = "tags") -> str:
+    """An MLflow filter string matching runs that carry every tag (or, with
+    ``kind="params"``, every param) in ``tags``."""
     parts = []
     for key, value in tags.items():
         op, literal = _quoted(str(value))
-        parts.append(f"tags.`{key}` {op} {literal}")
+        parts.append(f"{kind}.`{key}` {op} {literal}")
     return " and ".join(parts)
 
 

@@ -76,7 +76,9 @@ def test_plan_reads_states_from_the_queue(tmp_path):
     a = _grid(tmp_path, "a", SHARED.format(title="A", r=16))
     b = _grid(tmp_path, "b", SHARED.format(title="B", r=16))  # the very same trainings
     storage_url = str(tmp_path / "q.journal")
-    q.queue_grid(q.open_storage(storage_url), a, None, False)
+    from senet.storage import open_storage
+
+    q.queue_grid(open_storage(storage_url), a, None, False)
     plan = make_plan([a, b], storage_url=storage_url, device="cpu",
                      tracking_uri=f"sqlite:///{tmp_path}/none.db")
     assert len(plan.trainings) == 4
