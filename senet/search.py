@@ -15,7 +15,7 @@ A stage left out of [space] keeps the file's `reduction` (default 16). Stages ar
 numbered as in `senet describe`: CIFAR 1-3, ImageNet 2-5.
 
 The sampler side works against any Optuna storage (SQLite, journal file, ...): the
-study's first trials are the paper's uniform settings (r = 4, 8, 16, 32 everywhere, and
+study's first trials are the paper's uniform settings (r = 2, 4, 8, 16, 32 everywhere, and
 the plain network), enqueued once by whoever creates the study, so that the front always
 holds the paper's choices. ``ask_config`` hands out one trial at a time and never more
 than the budget; ``tell_result`` / ``tell_pruned`` / ``tell_failed`` close it.
@@ -54,7 +54,9 @@ OBJECTIVES = ("params", "gmacs")
 SPACE_OPTION_KEYS = ("squeeze", "gate", "activation")
 SEARCH_META_KEYS = ("title", "description", "seeds", "trials", "objectives", "sampler_seed",
                     "population_size")
-PAPER_UNIFORM_R = (4, 8, 16, 32)
+# Table 10's ratios; r = 2 is enqueued too where the space has it, so that the uniform
+# curve of the report spans r = 2..32 as the paper's does.
+PAPER_UNIFORM_R = (2, 4, 8, 16, 32)
 # Where the paper's defaults are in the space, the seeded uniform trials use them.
 _PAPER_DEFAULTS = {"squeeze": "avg", "gate": "sigmoid", "activation": "relu"}
 # Marks a trial asked past the budget by a worker that lost the race; it never trains.
@@ -289,8 +291,8 @@ def cost(search: Search, settings: dict[str, Any]) -> float:
 
 
 def uniform_params(search: Search) -> list[dict[str, Any]]:
-    """The paper's settings that lie in the space: the same r in every stage (4, 8, 16, 32)
-    and the plain network (every stage none)."""
+    """The paper's settings that lie in the space: the same r in every stage (2, 4, 8,
+    16, 32) and the plain network (every stage none)."""
     rows = []
     for r in (*PAPER_UNIFORM_R, "none"):
         params: dict[str, Any] = {}
@@ -406,6 +408,9 @@ def should_prune(
 ) -> bool:
     """Record epoch ``epoch``'s validation error of trial ``number``; say whether to stop.
 
+    ``epoch`` is 1-based, as in the training log; the default pruner (median of the
+    completed trials at the same epoch, after 5 of them) never stops a trial in epoch 1.
+
     Multi-objective trials cannot ``report``, but the storage keeps intermediate values
     for any trial. The error goes there, and the pruner (MedianPruner by default) judges
     the trial against a single-objective, in-memory view of the study: every completed
@@ -413,7 +418,7 @@ def should_prune(
     With several seeds per trial, each seed reports on its own; the last report of an
     epoch is what later trials are compared with.
     """
-    pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     study._storage.set_trial_intermediate_value(_trial_id(study, number), epoch, float(error))
     view = optuna.create_study(direction="minimize")
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

@@ -72,7 +72,7 @@ def test_shipped_search_files_validate():
         assert search.name == f"search/{path.stem}"
         assert search.trials >= 20
         # the paper's uniform settings and the plain network are all in every shipped space
-        assert len(uniform_params(search)) == 5
+        assert len(uniform_params(search)) == (5 if "imagenet" in path.stem else 6)
     imagenet = load_search(REPO / "experiments/search/se_resnet50_imagenet_stage_r.toml")
     assert imagenet.stages == (2, 3, 4, 5)
     assert set(imagenet.space) >= {f"reduction_stage{s}" for s in (2, 3, 4, 5)}
@@ -152,7 +152,7 @@ def test_the_paper_settings_come_first_and_the_study_is_reproducible(tmp_path):
         return seen
 
     first = run(f"sqlite:///{tmp_path}/a.db")
-    assert first[:5] == ["4,4,4", "8,8,8", "16,16,16", "32,32,32", "none,none,none"]
+    assert first[:6] == ["2,2,2", "4,4,4", "8,8,8", "16,16,16", "32,32,32", "none,none,none"]
     assert len(first) == 12
     assert run(f"sqlite:///{tmp_path}/b.db") == first
     # opening an existing study does not seed it again
@@ -222,15 +222,16 @@ def test_pruned_and_failed_trials_are_recorded(tmp_path):
 def test_should_prune_compares_with_completed_trials_at_the_same_epoch(tmp_path):
     search = load_search(_write(tmp_path, BASE.format(trials=12)))
     study = open_study(search, f"sqlite:///{tmp_path}/m.db")
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
     for final in (0.30, 0.32, 0.34, 0.36):
         number, settings = ask_config(study, search)
-        for epoch, err in ((0, 0.9), (1, final + 0.2), (2, final)):
+        for epoch, err in ((1, 0.9), (2, final + 0.2), (3, final)):
             assert should_prune(study, number, epoch, err, pruner) is False
         tell_result(study, number, final, cost(search, settings))
     bad, _ = ask_config(study, search)
-    assert should_prune(study, bad, 0, 0.95, pruner) is False  # epoch 0 is warm-up
-    assert should_prune(study, bad, 1, 0.80, pruner) is True  # median at epoch 1 is 0.53
+    assert should_prune(study, bad, 1, 0.95, pruner) is False  # epoch 1 is warm-up
+    assert should_prune(study, bad, 2, 0.80, pruner) is True  # median at epoch 2 is 0.53
     good, _ = ask_config(study, search)
-    assert should_prune(study, good, 1, 0.50, pruner) is False
-    assert should_prune(study, good, 2, 0.31, pruner) is False
+    assert should_prune(study, good, 2, 0.50, pruner) is False
+    assert should_prune(study, good, 3, 0.31, pruner) is False
+    assert study.get_trials()[bad].intermediate_values == {1: 0.95, 2: 0.80}
