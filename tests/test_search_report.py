@@ -77,3 +77,36 @@ def test_write_report_writes_table_figure_and_verdict(tmp_path):
     md = (tmp_path / "pareto.md").read_text()
     assert "7 finished trials, 3 pruned." in md and out["verdict"] in md
     assert "31.20 ± 0.28" in md
+
+
+def test_report_reads_a_real_search_study(tmp_path):
+    import optuna
+
+    from analysis.search_report import trials_from_study
+    from senet.search import ask_config, cost, load_search, open_study, tell_pruned, tell_result
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'model = "se_resnet20"\npreset = "fast"\ndataset = "builtin"\nseeds = [0, 1]\n'
+        'trials = 8\npopulation_size = 4\n[space]\nreduction_stage1 = [2, 4, 8, 16, 32, "none"]\n'
+        'reduction_stage2 = [4, 8, 16, 32, "none"]\nreduction_stage3 = [4, 8, 16, 32, "none"]\n'
+    )
+    search = load_search(path)
+    study = open_study(search, f"sqlite:///{tmp_path}/r.db")
+    for i in range(7):
+        number, settings = ask_config(study, search)
+        seeds = [30.0 + i, 31.0 + i]
+        tell_result(study, number, sum(seeds) / 2, cost(search, settings), seed_errors=seeds)
+    number, _ = ask_config(study, search)
+    tell_pruned(study, number, last_epoch=1)
+    trials = trials_from_study(study, search)
+    # r = 2 is not in every stage's choices, so the seeded uniform trials start at r = 4
+    assert [t.reduction for t in trials[:5]] == [
+        "4,4,4", "8,8,8", "16,16,16", "32,32,32", "none,none,none"]
+    assert trials[0].errors == (30.0, 31.0) and trials[0].params_m == pytest.approx(0.280766)
+    assert trials[4].is_plain and trials[4].params_m == pytest.approx(0.272282)
+    assert len(trials) == 7  # the pruned trial is not a finished one
+    out = write_report(trials, tmp_path / "report", pruned=1)
+    assert "7 finished trials, 1 pruned." in (tmp_path / "report" / "pareto.md").read_text()
+    assert out["verdict"]
