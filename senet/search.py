@@ -53,7 +53,7 @@ SEARCH_DIR = "search"
 OBJECTIVES = ("params", "gmacs")
 SPACE_OPTION_KEYS = ("squeeze", "gate", "activation")
 SEARCH_META_KEYS = ("title", "description", "seeds", "trials", "objectives", "sampler_seed",
-                    "population_size")
+                    "population_size", "prune_after_epochs", "prune_startup_trials")
 # Table 10's ratios; r = 2 is enqueued too where the space has it, so that the uniform
 # curve of the report spans r = 2..32 as the paper's does.
 PAPER_UNIFORM_R = (2, 4, 8, 16, 32)
@@ -77,7 +77,16 @@ class Search:
     trials: int
     sampler_seed: int = 0
     population_size: int = 10
+    prune_after_epochs: int = 1  # no trial is stopped before it trained this many epochs
+    prune_startup_trials: int = 5  # nor before this many trials completed
     description: str | None = field(default=None)
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        """The median rule: stop a trial whose best error so far is worse than the median
+        of the completed trials at the same (1-based) epoch."""
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=self.prune_startup_trials, n_warmup_steps=self.prune_after_epochs
+        )
 
     @property
     def study_name(self) -> str:
@@ -150,6 +159,8 @@ class _SearchParser(_Parser):
             trials=self._positive(meta, "trials", None),
             sampler_seed=self._positive(meta, "sampler_seed", 0, minimum=0),
             population_size=self._positive(meta, "population_size", 10, minimum=2),
+            prune_after_epochs=self._positive(meta, "prune_after_epochs", 1),
+            prune_startup_trials=self._positive(meta, "prune_startup_trials", 5, minimum=0),
         )
 
     def _positive(self, meta: dict[str, Any], key: str, default: int | None,
@@ -408,8 +419,8 @@ def should_prune(
 ) -> bool:
     """Record epoch ``epoch``'s validation error of trial ``number``; say whether to stop.
 
-    ``epoch`` is 1-based, as in the training log; the default pruner (median of the
-    completed trials at the same epoch, after 5 of them) never stops a trial in epoch 1.
+    ``epoch`` is 1-based, as in the training log. Pass ``search.pruner()``; the default
+    is the median rule after 5 completed trials, from epoch 1 on.
 
     Multi-objective trials cannot ``report``, but the storage keeps intermediate values
     for any trial. The error goes there, and the pruner (MedianPruner by default) judges
@@ -418,7 +429,7 @@ def should_prune(
     With several seeds per trial, each seed reports on its own; the last report of an
     epoch is what later trials are compared with.
     """
-    pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     study._storage.set_trial_intermediate_value(_trial_id(study, number), epoch, float(error))
     view = optuna.create_study(direction="minimize")
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

@@ -73,6 +73,8 @@ def test_shipped_search_files_validate():
         assert search.trials >= 20
         # the paper's uniform settings and the plain network are all in every shipped space
         assert len(uniform_params(search)) == (5 if "imagenet" in path.stem else 6)
+    cpu = load_search(REPO / "experiments/search/se_resnet20_stage_r.toml")
+    assert cpu.pruner()._n_warmup_steps == 1 and cpu.seeds == [0, 1]
     imagenet = load_search(REPO / "experiments/search/se_resnet50_imagenet_stage_r.toml")
     assert imagenet.stages == (2, 3, 4, 5)
     assert set(imagenet.space) >= {f"reduction_stage{s}" for s in (2, 3, 4, 5)}
