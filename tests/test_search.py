@@ -237,3 +237,20 @@ def test_should_prune_compares_with_completed_trials_at_the_same_epoch(tmp_path)
     assert should_prune(study, good, 2, 0.50, pruner) is False
     assert should_prune(study, good, 3, 0.31, pruner) is False
     assert study.get_trials()[bad].intermediate_values == {1: 0.95, 2: 0.80}
+
+
+def test_grids_take_per_stage_reduction_and_see_uniform_lists_as_duplicates(tmp_path):
+    from senet.grid import load_grid
+
+    grid = _write(tmp_path, 'model = "se_resnet20"\npreset = "fast"\ndataset = "builtin"\n'
+                            '[axes]\nreduction = ["4,8,none", [2, "none", 32]]\n', "g.toml")
+    assert [p.label for p in load_grid(grid).points] == [
+        "reduction=4,8,none", "reduction=[2, 'none', 32]"]
+    same = _write(tmp_path, 'model = "se_resnet20"\npreset = "fast"\ndataset = "builtin"\n'
+                            '[axes]\nreduction = [16, "16,16,16"]\n', "same.toml")
+    with pytest.raises(SenetError, match="train the same settings"):
+        load_grid(same)
+    clash = _write(tmp_path, 'model = "se_resnet20"\npreset = "fast"\ndataset = "builtin"\n'
+                             'stages = "1,3"\n[axes]\nreduction = ["4,8,none"]\n', "clash.toml")
+    with pytest.raises(SenetError, match=r"clash.toml:stages: option stages='1,3' disagrees"):
+        load_grid(clash)
