@@ -330,12 +330,27 @@ def _distributions(search: Search) -> dict[str, optuna.distributions.Categorical
     return {k: optuna.distributions.CategoricalDistribution(v) for k, v in search.space.items()}
 
 
+def _storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """A URL or journal path opens through the queue's own opener, whose SQLite storage
+    begins every transaction IMMEDIATE: with Optuna's plain SQLite storage two processes
+    can pop the same enqueued trial (seen in test_search's concurrency test)."""
+    if not isinstance(storage, str):
+        return storage
+    try:
+        from senet.storage import open_storage
+    except ImportError:  # before the queue's storage moved to a module of its own
+        from senet.queue import open_storage
+    return open_storage(storage)
+
+
 def open_study(search: Search, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the search's study (and enqueue the paper's uniform settings), or load it.
 
-    Only the process that creates the study enqueues, so several processes may call this
-    at once without seeding twice.
+    ``storage``: a journal path or URL (opened as the queue opens it), or a storage object
+    that is safe for concurrent writers. Only the process that creates the study
+    enqueues, so several processes may call this at once without seeding twice.
     """
+    storage = _storage(storage)
     sampler = optuna.samplers.NSGAIISampler(
         population_size=search.population_size, seed=search.sampler_seed
     )
