@@ -265,3 +265,70 @@ def test_describe_json(capsys):
     assert info["params"] == 30603912 and abs(info["gmacs"] - 3.874) < 0.001
     assert cli_main(["describe", "se_resnet50", "--set", "squeeze=median"]) == 2
     assert "squeeze" in capsys.readouterr().err
+
+
+# Per-stage reduction: one r per stage, "none" for a stage without SE.
+
+
+def _params(name: str, **options) -> int:
+    return count(senet.build(name, **options), 32).params
+
+
+def test_uniform_per_stage_reduction_is_the_single_reduction():
+    assert _params("se_resnet20", reduction="16,16,16") == _params("se_resnet20", reduction=16)
+    resolved = senet.models.validate_options("se_resnet20", {"reduction": "16,16,16"})
+    assert resolved["reduction"] == 16 and resolved["stages"] == "1,2,3"
+
+
+def test_none_stages_are_the_stages_option():
+    per_stage = senet.models.validate_options("se_resnet20", {"reduction": "4,none,none"})
+    single = senet.models.validate_options("se_resnet20", {"reduction": 4, "stages": "1"})
+    assert per_stage == single
+    assert _params("se_resnet20", reduction="4,none,none") == _params(
+        "se_resnet20", reduction=4, stages="1"
+    )
+    # Stage 1 alone, r = 4 on 16 channels, with bias: 3 blocks * (16*4 + 4 + 4*16 + 16) = 444.
+    assert _params("se_resnet20", reduction="4,none,none") - _params("resnet20") == 444
+
+
+def test_mixed_per_stage_reduction_builds_each_stage_with_its_own_r():
+    model = senet.build("se_resnet20", reduction=[2, "none", 32])
+    widths = {name: se.fc1.out_channels for name, se in se_blocks(model).items()}
+    assert widths == {"SE_1_1": 8, "SE_1_2": 8, "SE_1_3": 8, "SE_3_1": 2, "SE_3_2": 2, "SE_3_3": 2}
+    assert model.senet_options["reduction"] == "2,none,32"
+    assert model.senet_options["stages"] == "1,3"
+    imagenet = senet.models.validate_options("se_resnet50", {"reduction": "4, 8, 16, NONE"})
+    assert imagenet["reduction"] == "4,8,16,none" and imagenet["stages"] == "2,3,4"
+
+
+@pytest.mark.parametrize(
+    "options,fragment",
+    [
+        ({"reduction": "4,8"}, "expected 3 comma-separated values"),
+        ({"reduction": "4,0,8"}, "bad value '0'"),
+        ({"reduction": "4,x,8"}, "bad value 'x'"),
+        ({"reduction": "none,none,none"}, "use the plain model name"),
+        ({"reduction": "4,8,none", "stages": "1,3"}, "stages='1,3' disagrees"),
+    ],
+)
+def test_per_stage_reduction_errors(options, fragment):
+    with pytest.raises(SenetError, match="option") as err:
+        senet.models.validate_options("se_resnet20", options)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_per_stage_reduction_with_consistent_stages_is_accepted():
+    resolved = senet.models.validate_options(
+        "se_resnet20", {"reduction": "4,8,none", "stages": "2,1"}
+    )
+    assert resolved["reduction"] == "4,8,none" and resolved["stages"] == "1,2"
+
+
+def test_describe_json_per_stage(capsys):
+    assert cli_main(["describe", "se_resnet20", "--set", "reduction=4,8,none", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["options"]["reduction"] == "4,8,none"
+    assert info["options"]["stages"] == "1,2"
+    assert info["se_blocks"] == 6
+    assert info["params"] == _params("se_resnet20", reduction="4,8,none")
+    assert _params("se_resnet20", reduction=4, stages="1") < info["params"]

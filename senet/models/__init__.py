@@ -22,6 +22,7 @@ from senet.se import ACTIVATIONS, GATES, PLACEMENTS, SQUEEZES, SEConfig
 
 __all__ = [
     "MODEL_NAMES", "OPTION_NAMES", "SE_OPTION_NAMES", "build", "validate_options", "se_blocks",
+    "stage_reductions",
 ]
 
 
@@ -129,6 +130,78 @@ def _parse_stages(value: Any, family: str) -> str:
     return ",".join(map(str, stages))
 
 
+def _parse_reduction(value: Any, family: str) -> dict[int, int | None] | int:
+    """An int (every SE stage), or one value per stage: int >= 1 or ``none`` (no SE).
+
+    Returns the int, or stage -> r (None where the stage has no SE).
+    """
+    stages = _FAMILY_STAGES[family]
+    if isinstance(value, (list, tuple)):
+        items = [str(v).strip().lower() for v in value]
+    elif isinstance(value, str) and "," in value:
+        items = [s.strip().lower() for s in value.split(",")]
+    else:
+        return _parse_int("reduction", value, 1)
+    expected = (
+        f"expected {len(stages)} comma-separated values, one per {family} stage "
+        f"{','.join(map(str, stages))}, each an integer >= 1 or none"
+    )
+    if len(items) != len(stages):
+        raise SenetError(f"option reduction={value!r}: {expected}")
+    per_stage: dict[int, int | None] = {}
+    for stage, item in zip(stages, items, strict=True):
+        if item == "none":
+            per_stage[stage] = None
+        elif item.isdigit() and int(item) >= 1:
+            per_stage[stage] = int(item)
+        else:
+            raise SenetError(f"option reduction={value!r}: bad value {item!r}; {expected}")
+    if all(r is None for r in per_stage.values()):
+        raise SenetError(
+            f"option reduction={value!r}: every stage is none; for no SE at all, "
+            "use the plain model name"
+        )
+    return per_stage
+
+
+def _resolve_reduction(
+    value: Any, stages_given: Any, family: str
+) -> tuple[int | str, str]:
+    """(canonical reduction, canonical stages).
+
+    A per-stage list decides which stages carry SE (its non-``none`` entries); an explicit
+    ``stages`` next to it must name exactly those stages. The canonical form is an int when
+    every SE stage has the same r (so ``16,16,16`` equals ``16`` and ``4,none,none`` equals
+    ``reduction=4, stages=1``), else a string such as ``4,none,16``.
+    """
+    parsed = _parse_reduction(value, family)
+    if isinstance(parsed, int):
+        stages = stages_given if stages_given is not None else _FAMILY_STAGES[family]
+        return parsed, _parse_stages(stages, family)
+    with_se = ",".join(str(s) for s, r in parsed.items() if r is not None)
+    if stages_given is not None and _parse_stages(stages_given, family) != with_se:
+        raise SenetError(
+            f"option stages={stages_given!r} disagrees with reduction={value!r}, whose SE "
+            f"stages are {with_se}; drop stages (a per-stage reduction says it with none)"
+        )
+    ratios = {r for r in parsed.values() if r is not None}
+    if len(ratios) == 1:
+        return ratios.pop(), with_se
+    return ",".join("none" if r is None else str(r) for r in parsed.values()), with_se
+
+
+def stage_reductions(options: dict[str, Any], family: str) -> dict[int, int]:
+    """Resolved options -> {stage: r} for the stages that carry SE."""
+    stages = [int(s) for s in str(options["stages"]).split(",")]
+    reduction = options["reduction"]
+    if isinstance(reduction, int):
+        return {s: reduction for s in stages}
+    values = str(reduction).split(",")
+    return {
+        s: int(v) for s, v in zip(_FAMILY_STAGES[family], values, strict=True) if v != "none"
+    }
+
+
 def validate_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check ``options`` for model ``name``; return every applicable option resolved.
 
@@ -158,11 +231,10 @@ def validate_options(name: str, options: dict[str, Any] | None = None) -> dict[s
     if has_se:
         for key, default in SE_DEFAULTS.items():
             resolved[key] = options.get(key, default)
-        resolved["reduction"] = _parse_int("reduction", resolved["reduction"], 1)
-        resolved["bias"] = _parse_bool("bias", resolved["bias"])
-        resolved["stages"] = _parse_stages(
-            options.get("stages", _FAMILY_STAGES[arch.family]), arch.family
+        resolved["reduction"], resolved["stages"] = _resolve_reduction(
+            resolved["reduction"], options.get("stages"), arch.family
         )
+        resolved["bias"] = _parse_bool("bias", resolved["bias"])
     for key, choices in _CHOICES.items():
         if key in resolved:
             resolved[key] = str(resolved[key]).lower()
@@ -191,8 +263,12 @@ def build(name: str, weights: str | None = None, **options: Any) -> nn.Module:
     kwargs = dict(arch.kwargs)
     se = None
     if has_se:
-        se = SEConfig(**{k: opts[k] for k in SE_DEFAULTS})
-        kwargs["se_stages"] = tuple(int(s) for s in opts["stages"].split(","))
+        per_stage = stage_reductions(opts, arch.family)
+        uniform = opts["reduction"] if isinstance(opts["reduction"], int) else 16
+        se = SEConfig(**{**{k: opts[k] for k in SE_DEFAULTS}, "reduction": uniform})
+        kwargs["se_stages"] = tuple(per_stage)
+        if not isinstance(opts["reduction"], int):
+            kwargs["stage_reductions"] = per_stage
     if arch.family == "imagenet":
         model: nn.Module = ImageNetResNet(
             num_classes=opts["num_classes"], layout=opts["layout"], stem=opts["stem"], se=se,

@@ -7,7 +7,8 @@ projection shortcut (the first unit of a stage), as in He et al.'s code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -103,6 +104,7 @@ class CifarResNet(nn.Module):
         se: SEConfig | None = None,
         se_stages: Sequence[int] = CIFAR_STAGES,
         stem_channels: int = 16,
+        stage_reductions: Mapping[int, int] | None = None,
     ) -> None:
         super().__init__()
         block_cls = PreActBottleneck if unit == "bottleneck" else PreActBasic
@@ -111,6 +113,8 @@ class CifarResNet(nn.Module):
         in_ch = stem_channels
         for i, (stage, width) in enumerate(zip(CIFAR_STAGES, widths, strict=True)):
             stage_se = se if stage in se_stages else None
+            if stage_se is not None and stage_reductions is not None:
+                stage_se = replace(stage_se, reduction=stage_reductions[stage])
             layer = []
             for b in range(blocks_per_stage):
                 stride = 2 if (b == 0 and i > 0) else 1

@@ -8,7 +8,8 @@ Two layouts of the bottleneck:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -66,7 +67,8 @@ class Bottleneck(nn.Module):
 
 
 class ImageNetResNet(nn.Module):
-    """ResNet-50/101/152. ``se_stages`` lists the paper stages (2..5) that carry SE."""
+    """ResNet-50/101/152. ``se_stages`` lists the paper stages (2..5) that carry SE;
+    ``stage_reductions`` (stage -> r), where given, overrides ``se.reduction`` per stage."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class ImageNetResNet(nn.Module):
         se: SEConfig | None = None,
         se_stages: Sequence[int] = IMAGENET_STAGES,
         stem: str = "standard",
+        stage_reductions: Mapping[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -90,6 +93,8 @@ class ImageNetResNet(nn.Module):
         for i, (stage, blocks) in enumerate(zip(IMAGENET_STAGES, DEPTHS[depth], strict=True)):
             width = 64 * 2**i
             stage_se = se if stage in se_stages else None
+            if stage_se is not None and stage_reductions is not None:
+                stage_se = replace(stage_se, reduction=stage_reductions[stage])
             layer = []
             for b in range(blocks):
                 stride = 2 if (b == 0 and i > 0) else 1
