@@ -62,6 +62,7 @@ __all__ = [
     "TrainStep",
     "Evaluator",
     "make_optimizer",
+    "make_graph_ready",
     "make_train_step",
     "make_evaluator",
     "graphs_available",
@@ -96,6 +97,24 @@ def make_optimizer(
     lr_tensor = torch.tensor(lr, dtype=torch.float32, device=device)
     return torch.optim.SGD(params, lr=lr_tensor, momentum=momentum,
                            weight_decay=weight_decay, nesterov=nesterov, fused=True)
+
+
+def make_graph_ready(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
+    """Give every SGD group a 1-element lr tensor on ``device`` and the fused kernel.
+
+    ``optimizer.load_state_dict`` (a resume) puts back whatever lr the checkpoint held,
+    often a float; the graphed step calls this before capture, so a resumed optimizer
+    works as well as a fresh one from ``make_optimizer(..., graphs=True)``.
+    """
+    if not isinstance(optimizer, torch.optim.SGD):
+        raise SenetError(f"CUDA graphs support the SGD optimizer, not {type(optimizer).__name__}; "
+                         "use --no-cuda-graphs")
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        if not (isinstance(lr, Tensor) and lr.device == torch.device(device)):
+            value = float(lr)  # set-up time, not inside a step
+            group["lr"] = torch.tensor(value, dtype=torch.float32, device=device)
+        group["fused"], group["foreach"] = True, False
 
 
 def _as_copies(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -228,12 +247,7 @@ class GraphedTrainStep(TrainStep):
         if self.device.type != "cuda":
             raise SenetError(f"CUDA graphs need a CUDA device, the model is on {self.device}; "
                              "use --no-cuda-graphs")
-        for group in optimizer.param_groups:
-            lr = group["lr"]
-            if not (isinstance(lr, Tensor) and lr.device.type == "cuda" and group.get("fused")):
-                raise SenetError(
-                    "CUDA graphs need SGD(fused=True) with a CUDA tensor lr; build it with "
-                    "senet.step.make_optimizer(..., graphs=True)")
+        make_graph_ready(optimizer, self.device)
         self.warmup_steps = max(1, warmup_steps)  # >= 1: momentum buffers exist at capture
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_x: Tensor | None = None

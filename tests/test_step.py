@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,7 @@ from senet.se import SEConfig
 from senet.step import (
     NonFiniteLoss,
     make_evaluator,
+    make_graph_ready,
     make_optimizer,
     make_train_step,
 )
@@ -98,6 +101,30 @@ def test_tensor_lr_fused_optimizer_follows_the_schedule_like_plain_sgd():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
     torch.testing.assert_close(step_plain.end_epoch()[0]["train_loss"],
                                step_fused.end_epoch()[0]["train_loss"], atol=1e-6, rtol=1e-6)
+
+
+def test_a_resumed_optimizer_is_made_graph_ready_and_keeps_training_the_same():
+    batches = _batches(3)
+    a, b = _tiny(), _tiny()
+    opt_a, opt_b = _sgd(a), _sgd(b)
+    step_a, step_b = make_train_step(a, opt_a), make_train_step(b, opt_b)
+    step_a(*batches[0], 0.05)
+    step_b(*batches[0], 0.05)
+    # As a resume does (lr comes back a float). Deep-copied: load_state_dict would otherwise
+    # share opt_a's momentum tensors, as a checkpoint read from disk never does.
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
+    make_graph_ready(opt_b, "cpu")
+    lr = opt_b.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and float(lr) == pytest.approx(0.05)
+    assert opt_b.param_groups[0]["fused"] is True
+    for x, y in batches[1:]:
+        step_a(x, y, 0.02)
+        step_b(x, y, 0.02)
+    assert float(opt_b.param_groups[0]["lr"]) == pytest.approx(0.02)
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, atol=1e-6, rtol=1e-5)
+    with pytest.raises(SenetError, match="support the SGD optimizer, not Adam"):
+        make_graph_ready(torch.optim.Adam(a.parameters()), "cpu")
 
 
 @pytest.mark.parametrize("check_every", [1, 4])
