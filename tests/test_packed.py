@@ -123,7 +123,8 @@ def test_packed_logits_match_separate_models(name, mode):
 
 def test_packed_imagenet_model_matches_separate_models():
     # float64: at 64x64 and batch 2, stage 5's BN normalises over 8 values per channel,
-    # which turns float32 rounding into 3e-4 differences (float64: 1e-12).
+    # which turns float32 rounding into 3e-4 differences (float64: 1e-12). At 32x32 (2
+    # values per channel) it is ill-conditioned even in float64.
     torch.manual_seed(0)
     models = [_imagenet_post().double() for _ in range(2)]
     packed = pack(models)
@@ -206,7 +207,7 @@ def test_gradients_and_three_sgd_steps_match_separate_models(name):
 def test_float32_sgd_steps_stay_within_tolerance():
     models = _copies(_se_resnet20)
     packed = pack(models)
-    batches = [_batches(8, torch.float32, seed=s) for s in range(3)]
+    batches = [_batches(4, torch.float32, seed=s) for s in range(3)]
     opt = torch.optim.SGD(packed.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
     for xs, ys in batches:
         total, _ = packed_loss(packed(pack_inputs(xs)), pack_targets(ys))
