@@ -22,7 +22,7 @@ from senet.errors import SenetError
 
 EXPERIMENTS_DIR = "experiments"
 
-META_KEYS = ("title", "description", "paper_table", "paper_ref", "baseline", "seeds")
+META_KEYS = ("title", "description", "paper_table", "paper_ref", "baseline", "seeds", "claims")
 # Keys of `senet train` that describe *what* is trained and so may vary in a grid.
 TRAIN_SETTING_KEYS = (
     "model",
