@@ -10,13 +10,18 @@ import numpy as np
 from senet.errors import SenetError
 from senet.excitations import ExcitationStats
 
-# The classes of the paper's figures, by ImageNet wnid.
+# The classes of the paper's figures, by ImageNet wnid: Fig. 6 shows goldfish, pug,
+# plane and cliff; Fig. 7 goldfish and plane. ImageNet has no class "plane": taking it as
+# airliner (n02690373) is an assumption, and the figures say so.
 PAPER_CLASSES = {
     "n01443537": "goldfish",
     "n02110958": "pug",
     "n02690373": "airliner",
     "n09246464": "cliff",
 }
+PAPER_INTRA_CLASSES = ("n01443537", "n02690373")  # Fig. 7: goldfish and plane
+PLANE_WNID = "n02690373"
+PLANE_ASSUMPTION = "'plane' of the paper taken as ImageNet's airliner (n02690373), an assumption"
 _BLOCK = re.compile(r"^SE_(\d+)_(\d+)$")
 
 
@@ -56,10 +61,14 @@ def display_name(cls: str) -> str:
 
 
 def choose_classes(
-    stats: ExcitationStats, wanted: Sequence[str] | None = None, k: int = 4
+    stats: ExcitationStats,
+    wanted: Sequence[str] | None = None,
+    k: int = 4,
+    preferred: Sequence[str] = tuple(PAPER_CLASSES),
 ) -> list[str]:
     """The classes to plot: ``wanted`` (wnids or readable names) if given; else the
-    paper's classes that have images, topped up with the first other classes that do."""
+    ``preferred`` classes (the paper's) that have images, topped up with the first other
+    classes that do."""
     lookup = {c: c for c in stats.classes}
     lookup.update({display_name(c): c for c in stats.classes})
     if wanted:
@@ -74,6 +83,6 @@ def choose_classes(
         if first is not None
         else set(stats.classes)
     )
-    chosen = [c for c in PAPER_CLASSES if c in seen]
+    chosen = [c for c in preferred if c in seen]
     chosen += [c for c in stats.classes if c in seen and c not in chosen]
     return chosen[:k]

@@ -19,7 +19,16 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.excitation_select import choose_classes, display_name, pick_blocks, sample_channels
+from analysis.excitation_select import (
+    PAPER_CLASSES,
+    PAPER_INTRA_CLASSES,
+    PLANE_ASSUMPTION,
+    PLANE_WNID,
+    choose_classes,
+    display_name,
+    pick_blocks,
+    sample_channels,
+)
 from analysis.tables import GridTable
 from senet.excitations import ExcitationStats
 
@@ -70,13 +79,21 @@ def _channel_axis(shown: int, total: int) -> str:
 
 
 def _blocks_and_classes(
-    stats: ExcitationStats, classes: Sequence[str] | None, blocks: Sequence[str] | None, k: int
+    stats: ExcitationStats,
+    classes: Sequence[str] | None,
+    blocks: Sequence[str] | None,
+    k: int,
+    preferred: Sequence[str] = tuple(PAPER_CLASSES),
 ) -> tuple[list[str], list[str]]:
     chosen_blocks = list(blocks) if blocks else pick_blocks(list(stats.blocks))
     missing = [b for b in chosen_blocks if b not in stats.blocks]
     if missing:
         raise KeyError(f"blocks not in the stats: {', '.join(missing)}")
-    return chosen_blocks, choose_classes(stats, classes, k=k)
+    return chosen_blocks, choose_classes(stats, classes, k=k, preferred=preferred)
+
+
+def _with_plane_note(title: str, classes: Sequence[str]) -> str:
+    return f"{title}\n({PLANE_ASSUMPTION})" if PLANE_WNID in classes else title
 
 
 def plot_inter_class(
@@ -116,7 +133,8 @@ def plot_inter_class(
             ax.set_ylabel("activation")
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
-        fig.suptitle(title or f"Inter-class excitation (channels sampled with seed {channel_seed})")
+        default = f"Inter-class excitation (channels sampled with seed {channel_seed})"
+        fig.suptitle(_with_plane_note(title or default, classes))
         return save_figure(fig, out_path)
 
 
@@ -132,9 +150,11 @@ def plot_intra_class(
     class_names: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Paper Fig. 7: mean ± std of the gate over the images of one class, for 2 classes
-    (one row each) at the same blocks and channels as plot_inter_class."""
+    (one row each; by default the paper's goldfish and plane) at the same blocks and
+    channels as plot_inter_class."""
     stats = as_stats(stats)
-    blocks, classes = _blocks_and_classes(stats, classes, blocks, k=2)
+    blocks, classes = _blocks_and_classes(stats, classes, blocks, k=2,
+                                          preferred=PAPER_INTRA_CLASSES)
     name = _namer(class_names)
     palette = sns.color_palette("deep", len(classes))
     axes_style, context = _style()
@@ -162,7 +182,8 @@ def plot_intra_class(
             handles += h
             labels += lbl
         fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
-        fig.suptitle(title or "Intra-class excitation: mean ± std over the images of a class")
+        default = "Intra-class excitation: mean ± std over the images of a class"
+        fig.suptitle(_with_plane_note(title or default, classes))
         return save_figure(fig, out_path)
 
 
@@ -219,6 +240,14 @@ def plot_training_curves(
 
     ``history`` has columns label, seed, key, step, value (keys val_top1_err, train_loss).
     """
+    return save_figure(training_curves_figure(history, order=order, title=title), out_path)
+
+
+def training_curves_figure(
+    history: pd.DataFrame, *, order: Sequence[str] | None = None, title: str | None = None
+) -> Figure:
+    """The figure of plot_training_curves. Every epoch is drawn as a point on its line,
+    so a 1-epoch grid, whose lines have no length, still shows its values."""
     panels = [("val_top1_err", "val top-1 error (%)"), ("train_loss", "train loss")]
     panels = [(k, n) for k, n in panels if (history["key"] == k).any()]
     order = list(order) if order else list(dict.fromkeys(history["label"]))
@@ -229,11 +258,11 @@ def plot_training_curves(
         for ax, (key, name) in zip(axes, panels, strict=False):
             data = history[history["key"] == key]
             sns.lineplot(data=data, x="step", y="value", hue="label", hue_order=order,
-                         errorbar="sd", ax=ax, palette="deep")
+                         errorbar="sd", ax=ax, palette="deep", marker="o", markersize=5)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(name)
             ax.set_title(name + " by epoch")
             ax.legend(title="variant (mean ± std over seeds)", fontsize=8, title_fontsize=8)
         fig.suptitle(title or "Training curves")
-        return save_figure(fig, out_path)
+        return fig

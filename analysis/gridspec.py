@@ -6,12 +6,14 @@ from the runs found in MLflow (then the expected seeds are only those seen).
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from analysis.paper import Claim, parse_claim
 from senet.errors import SenetError
 
 
@@ -32,6 +34,7 @@ class GridSpec:
     baseline: str | None = None  # point id the differences are taken against
     dataset: str | None = None
     from_file: bool = True
+    claims: tuple[Claim, ...] = ()  # the grid's own claims, rows named by point label
 
     @property
     def baseline_point(self) -> PointSpec:
@@ -70,6 +73,22 @@ def _baseline_of(grid: Any) -> str | None:
     return grid.points[0].id if grid.points else None
 
 
+def _grid_claims(grid: Any) -> tuple[Claim, ...]:
+    """`claims = [...]` of the grid file: what its rows should show, judged under its table."""
+    path = getattr(grid, "path", None)
+    if path is None:
+        return ()
+    with open(path, "rb") as f:
+        data = tomllib.load(f).get("claims", [])
+    claims = tuple(parse_claim(c, f"{path}: claims") for c in data)
+    labels = {p.label for p in grid.points}
+    for c in claims:
+        for label in (c.row, c.ref):
+            if label not in labels:
+                raise SenetError(f"{path}: claim {c.text!r} names no point {label!r}")
+    return claims
+
+
 def from_grid(grid: Any) -> GridSpec:
     """Adapt a senet.grid.Grid."""
     points = tuple(
@@ -83,6 +102,7 @@ def from_grid(grid: Any) -> GridSpec:
         paper_table=grid.paper_table,
         baseline=_baseline_of(grid),
         dataset=_single([p.settings.get("dataset") for p in points]),
+        claims=_grid_claims(grid),
     )
 
 

@@ -24,12 +24,50 @@ class PaperRow:
     params_m: float | None = None
     vs: str | None = None  # reference row for the direction, when not the table's baseline
     from_reference: bool = False  # a shared ablation baseline from [reference]
+    paper_only: bool = False  # shown as its own row, never matched to a grid point
 
     def matches(self, settings: Mapping[str, Any]) -> bool:
         return all(
             key in settings and normalize_value(settings[key]) == normalize_value(want)
             for key, want in self.match.items()
         )
+
+
+CLAIM_KINDS = ("better_than", "worse_than", "within")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the paper says two rows show: ``row`` has lower error than ``ref``
+    (better_than), higher (worse_than), or at most ``margin`` points more (within).
+    Rows are paper row ids, or point labels for a grid's own claims."""
+
+    text: str
+    row: str
+    ref: str
+    kind: str
+    metric: str = "top1"
+    margin: float = 0.0
+
+
+def parse_claim(data: Mapping[str, Any], where: str) -> Claim:
+    """A claim from its TOML form, e.g. ``{claim = "...", row = "max", worse_than = "avg"}``."""
+    kinds = [k for k in CLAIM_KINDS if k in data]
+    if "claim" not in data or "row" not in data or len(kinds) != 1:
+        raise SenetError(
+            f"{where}: a claim needs `claim`, `row` and one of better_than, worse_than, "
+            f"within (with `of`); got {dict(data)}"
+        )
+    kind = kinds[0]
+    metric = str(data.get("metric", "top1"))
+    if metric not in ("top1", "top5"):
+        raise SenetError(f"{where}: claim metric {metric!r}: use top1 or top5")
+    if kind == "within":
+        if "of" not in data:
+            raise SenetError(f"{where}: claim {data['claim']!r}: `within` needs `of = ROW`")
+        return Claim(str(data["claim"]), str(data["row"]), str(data["of"]), kind, metric,
+                     float(data["within"]))  # fmt: skip
+    return Claim(str(data["claim"]), str(data["row"]), str(data[kind]), kind, metric)
 
 
 @dataclass(frozen=True)
@@ -43,13 +81,18 @@ class PaperTable:
     rows: tuple[PaperRow, ...] = ()
     aliases: tuple[str, ...] = ()
     no_table: str | None = None  # why the paper has nothing to compare with
+    claims: tuple[Claim, ...] = ()
+
+    @property
+    def has_numbers(self) -> bool:
+        return any(r.top1 is not None or r.top5 is not None for r in self.rows)
 
     def row(self, row_id: str) -> PaperRow | None:
         return next((r for r in self.rows if r.id == row_id), None)
 
     def match(self, settings: Mapping[str, Any]) -> PaperRow | None:
         """The most specific row whose settings all agree with ``settings``."""
-        hits = [r for r in self.rows if r.matches(settings)]
+        hits = [r for r in self.rows if not r.paper_only and r.matches(settings)]
         return max(hits, key=lambda r: len(r.match)) if hits else None
 
 
@@ -129,6 +172,7 @@ def _row(data: dict[str, Any], row_id: str | None = None, from_reference: bool =
         params_m=data.get("params_m"),
         vs=data.get("vs"),
         from_reference=from_reference,
+        paper_only=bool(data.get("paper_only", False)),
     )
 
 
@@ -153,6 +197,9 @@ def parse_paper_numbers(text: str) -> PaperBook:
                 rows=tuple(rows),
                 aliases=tuple(t.get("aliases", [])),
                 no_table=t.get("no_table"),
+                claims=tuple(
+                    parse_claim(c, f"analysis/{_DATA} {t['key']}") for c in t.get("claims", [])
+                ),
             )
         )
     src = data["source"]

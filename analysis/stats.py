@@ -1,63 +1,12 @@
-"""Seed statistics: mean ± std and Welch t intervals, with Student's t computed here.
-
-scipy is not a dependency, so the t distribution is evaluated through the regularized
-incomplete beta function (continued fraction, modified Lentz) and inverted by bisection.
-Accurate to ~1e-10, and it handles the non-integer degrees of freedom Welch produces.
-"""
+"""Seed statistics: mean ± std, Welch t intervals and Welch t-tests (scipy.stats)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from statistics import NormalDist
 
-_EPS = 1e-15
-_TINY = 1e-300
-
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > _TINY else _TINY)
-    h = d
-    for m in range(1, 10_000):
-        # Even then odd term of the continued fraction for I_x(a, b).
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > _TINY else _TINY)
-            c = 1.0 + num / c
-            c = c if abs(c) > _TINY else _TINY
-            step = c * d
-            h *= step
-        if abs(step - 1.0) < _EPS:
-            break
-    return h
-
-
-def regularized_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    # The fraction converges fast only on one side of the mean; use symmetry on the other.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom."""
-    if math.isinf(df):
-        return NormalDist().cdf(t)
-    tail = 0.5 * regularized_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
+from scipy import stats as _scipy_stats
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -66,25 +15,16 @@ def t_quantile(p: float, df: float) -> float:
         raise ValueError(f"p must be in (0, 1), got {p}")
     if not df > 0:
         raise ValueError(f"df must be positive, got {df}")
-    if df > 1e7:
-        return NormalDist().inv_cdf(p)
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    if p == 0.5:
-        return 0.0
-    hi = 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    lo = 0.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+    return float(_scipy_stats.t.ppf(p, df))
+
+
+def welch_p_value(a: Iterable[float], b: Iterable[float]) -> float:
+    """Two-sided p of Welch's t-test for equal means; NaN below two values in either group
+    or when neither group has any spread."""
+    xs, ys = list(a), list(b)
+    if len(xs) < 2 or len(ys) < 2:
+        return math.nan
+    return float(_scipy_stats.ttest_ind(xs, ys, equal_var=False).pvalue)
 
 
 @dataclass(frozen=True)

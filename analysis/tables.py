@@ -15,8 +15,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.gridspec import GridSpec, PointSpec
-from analysis.paper import PaperBook, PaperRow, PaperTable
+from analysis.paper import PaperBook, PaperRow, PaperTable, dataset_family
 from analysis.stats import Interval, Summary, summarize, welch_interval
+from analysis.verdicts import Side, verdicts
 from senet.errors import SenetError
 
 METRICS = {
@@ -56,6 +57,16 @@ class GridTable:
     paper_note: str
     citation: str
     notes: list[str] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)  # one line per claim, in words
+    # Paper rows no grid point trains (footnote 2's baselines), shown after ``rows``.
+    paper_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    num_classes: int | None = None  # None: unknown
+
+    @property
+    def shows_top5(self) -> bool:
+        """Top-5 error says something only with more than 10 classes (it is 0 with 5 or
+        fewer, and near 0 with 10)."""
+        return self.num_classes is None or self.num_classes > 10
 
 
 def _pick_run(runs: pd.DataFrame) -> pd.Series:
@@ -200,6 +211,58 @@ def _reference_cells(key: str) -> dict[str, Any]:
             f"paper_d_{key}": None, f"repro_{key}": NOT_COMPARABLE}  # fmt: skip
 
 
+_KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+
+
+def _num_classes(spec: GridSpec, runs: pd.DataFrame) -> int | None:
+    """Classes of the grid's data: as its runs logged them, else known by dataset name."""
+    if "param.num_classes" in runs.columns:
+        logged = pd.to_numeric(runs["param.num_classes"], errors="coerce").dropna()
+        if len(logged):
+            return int(logged.max())
+    family = dataset_family(spec.dataset)
+    return _KNOWN_CLASSES.get(family or "")
+
+
+def _paper_only_row(prow: PaperRow) -> dict[str, Any]:
+    """A paper row that no grid point trains (e.g. footnote 2's baselines): its numbers
+    alone, so the reader sees them beside ours."""
+    nan = math.nan
+    row: dict[str, Any] = {
+        "point": "", "label": f"paper: {prow.label}", "is_baseline": False, "reference": "",
+        "n": 0, "n_expected": 0, "top1_mean": nan, "top1_std": nan, "top5_mean": nan,
+        "top5_std": nan, "gmacs": nan, "params": nan, "paper_label": prow.label,
+        "paper_top1": prow.top1, "paper_top5": prow.top5, "paper_gflops": prow.gflops,
+        "paper_params_m": prow.params_m, "status": "paper only",
+    }  # fmt: skip
+    for key in ("top1", "top5"):
+        row.update(_reference_cells(key))
+    return row
+
+
+def _table_verdicts(
+    spec: GridSpec,
+    paper: PaperTable | None,
+    finished: pd.DataFrame,
+    by_paper_row: dict[str, str],
+) -> list[str]:
+    """The paper's claims (rows by paper row id) and the grid's own (rows by label)."""
+    labels = {p.point_id: p.label for p in spec.points}
+
+    def side(point_id: str | None, metric: str) -> Side | None:
+        if point_id is None:
+            return None
+        values = finished.loc[finished["point"] == point_id, metric].dropna().tolist()
+        return Side(labels[point_id], values)
+
+    lines = []
+    if paper is not None:
+        lines += verdicts(paper.claims, lambda rid, m: side(by_paper_row.get(rid), m))
+    by_label = {p.label: p.point_id for p in spec.points}
+    lines += verdicts(spec.claims, lambda label, m: side(by_label.get(label), m))
+    return lines
+
+
 def build_table(
     spec: GridSpec,
     runs: pd.DataFrame,
@@ -271,7 +334,11 @@ def build_table(
         paper_note=paper_note,
         citation=book.citation,
     )
-    table.notes = _notes(spec, runs, seeds, paper, matched)
+    if paper is not None:
+        table.paper_rows = pd.DataFrame([_paper_only_row(r) for r in paper.rows if r.paper_only])
+    table.notes = _notes(spec, runs, seeds, paper, matched, paper_note)
+    table.verdicts = _table_verdicts(spec, paper, finished, by_paper_row)
+    table.num_classes = _num_classes(spec, runs)
     return table
 
 
@@ -281,6 +348,7 @@ def _notes(
     seeds: pd.DataFrame,
     paper: PaperTable | None,
     matched: dict[str, PaperRow | None],
+    paper_note: str = "",
 ) -> list[str]:
     """What the table cannot show in its cells, so nothing found in MLflow goes unmentioned."""
     notes = []
@@ -314,6 +382,12 @@ def _notes(
         spread = seeds[seeds["state"] == "finished"].groupby("label")[column].nunique()
         for name in spread[spread > 1].index:
             notes.append(f"{name}: {label} differ between seeds; the median is shown.")
+    if spec.paper_table and (paper is None or not paper.has_numbers):
+        why = paper_note or f"{paper.table} has no numbers in analysis/paper_numbers.toml"
+        notes.append(
+            f"paper_table = {spec.paper_table!r} names a table with no numbers to compare "
+            f"with here: {why}."
+        )
     if paper is not None:
         missing = [p.label for p in spec.points if matched[p.point_id] is None]
         if missing:

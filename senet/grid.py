@@ -23,7 +23,7 @@ from senet.errors import SenetError
 
 EXPERIMENTS_DIR = "experiments"
 
-META_KEYS = ("title", "description", "paper_table", "paper_ref", "baseline", "seeds")
+META_KEYS = ("title", "description", "paper_table", "paper_ref", "baseline", "seeds", "claims")
 # A grid's settings are one flat namespace: TrainConfig's grid keys plus the model options.
 # Both lists are defined once, in senet.config and senet.models; the model options are
 # looked up when a grid is parsed, because importing the models imports torch.

@@ -142,6 +142,26 @@ def test_post_applies_se_after_the_sum():
         torch.testing.assert_close(unit(x), unit.se(summed))
 
 
+@pytest.mark.parametrize("name", ["resnet20", "resnet164"])
+def test_cifar_se_pre_leaves_the_projection_shortcut_untouched(name):
+    """Fig. 5(c): SE-PRE rescales the residual branch only. With the branch's last conv
+    zeroed, a projection unit outputs its shortcut alone, which must then equal the plain
+    unit's shortcut from x, whatever the (here random, far from 1) SE gate does."""
+    torch.manual_seed(0)
+    plain = senet.build(name).eval()
+    se = senet.build(f"se_{name}", placement="pre").eval()
+    se.load_state_dict({**se.state_dict(), **plain.state_dict()})
+    unit, twin = se.layer2[0], plain.layer2[0]
+    assert unit.shortcut is not None  # the first unit of stage 2 projects
+    last = unit.conv3 if hasattr(unit, "conv3") else unit.conv2
+    torch.nn.init.zeros_(last.weight)
+    x = torch.randn(2, unit.bn1.num_features, 16, 16)
+    with torch.no_grad():
+        assert (unit.se.excitation(unit.relu(unit.bn1(x))) - 1).abs().max() > 0.1
+        expected = twin.shortcut(twin.relu(twin.bn1(x)))
+        torch.testing.assert_close(unit(x), expected)
+
+
 def test_se_names_follow_the_paper():
     names = list(se_blocks(senet.build("se_resnet50")))
     assert len(names) == 16 and names[0] == "SE_2_1" and names[-1] == "SE_5_3"

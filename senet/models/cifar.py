@@ -3,6 +3,11 @@ and the wide ResNet WRN-16-8 (Zagoruyko & Komodakis), with optional SE blocks.
 
 In a pre-activation unit the BN-ReLU that starts the residual branch also feeds a
 projection shortcut (the first unit of a stage), as in He et al.'s code.
+
+SE-PRE (Fig. 5(c)) rescales the residual branch only and leaves the shortcut as it is.
+Here it therefore acts on the pre-activated input, directly before the first convolution
+(the tensor the ImageNet model's SE-PRE sees too), so that a projection shortcut is
+built from relu(bn1(x)) exactly as in the network without SE.
 """
 
 from __future__ import annotations
@@ -43,10 +48,9 @@ class _PreActUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         where = self.placement
-        unit_in = self.se(x) if where == "pre" else x
-        pre = self.relu(self.bn1(unit_in))
+        pre = self.relu(self.bn1(x))
         shortcut = x if self.shortcut is None else self.shortcut(pre)
-        out = self.branch(pre)
+        out = self.branch(self.se(pre) if where == "pre" else pre)
         if where == "standard":
             return self.se.scale_add(out, shortcut)
         if where == "identity":
