@@ -656,7 +656,11 @@ def ensure_grid_tracking(queue: GridQueue, tracking_uri: str) -> dict[str, str]:
     try:
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
-            experiment_id = client.create_experiment(experiment_name, tags={A_GRID: queue.name})
+            from senet.tracking import TRAINING_EXPERIMENT_TAGS
+
+            experiment_id = client.create_experiment(
+                experiment_name, tags={A_GRID: queue.name, **TRAINING_EXPERIMENT_TAGS}
+            )
         else:
             experiment_id = experiment.experiment_id
             if experiment.lifecycle_stage == "deleted":

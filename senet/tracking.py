@@ -13,6 +13,8 @@ from senet.errors import SenetError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 IDENTITY_TAGS = ("senet.grid", "senet.point", "senet.seed")
+# MLflow 3's UI opens an experiment without this tag in its GenAI "Traces" view.
+TRAINING_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def prepare_env(uri: str) -> None:
@@ -47,7 +49,7 @@ def get_or_create_experiment(client: Any, name: str) -> str:
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags=TRAINING_EXPERIMENT_TAGS)
     except MlflowException:
         exp = client.get_experiment_by_name(name)
         if exp is None:

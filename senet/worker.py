@@ -234,7 +234,7 @@ class Worker:
                 q.T_LABEL: ticket.label,
             },
             parent_run_id=attrs[q.A_PARENT_RUN],
-            run_name=f"{ticket.label} seed {ticket.seed}",
+            run_name=f"{ticket.label} · s{ticket.seed}",
         )
 
     def _tracking_uri(self, attrs: dict[str, Any]) -> str:
