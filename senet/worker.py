@@ -233,7 +233,6 @@ class Worker:
                 q.T_SEED: str(ticket.seed),
                 q.T_LABEL: ticket.label,
             },
-            parent_run_id=attrs[q.A_PARENT_RUN],
             run_name=f"{ticket.label} · s{ticket.seed}",
         )
 
