@@ -76,10 +76,13 @@ def test_cifar_grids_carry_the_plain_baseline():
 
 def test_demo_grid_is_small():
     demo = load_grid("demo")
-    assert len(demo.points) >= 4 and len(demo.seeds) >= 2
+    assert 2 <= len(demo.points) <= 4 and 3 <= len(demo.seeds) <= 4
+    trained = 0
     for p in demo.points:
+        trained += p.settings["epochs"] * p.settings["subset"] * len(demo.seeds)
         assert p.settings["dataset"] == "builtin" and p.settings["preset"] == "fast"
         assert p.model in ("resnet20", "se_resnet20")
+    assert trained <= 40_000  # images through training, the demo's time on 2 cores
 
 
 def test_point_ids_are_stable_hashes():
