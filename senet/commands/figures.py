@@ -14,8 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "OUT/<grid name>/figures/, e.g. results/cifar10/reduction/figures/ "
                           "for cifar10/reduction, whether the grid is given by name or as a "
                           ".toml path (--npz: OUT/figures/)")
-    p.add_argument("--classes", nargs="+", metavar="CLASS",
-                   help="classes for the excitation figures (wnids or names; the first two "
+    p.add_argument("--classes", type=_comma_list, metavar="A,B,...",
+                   help="comma list of classes for the excitation figures (wnids or names, "
+                        "as in `senet excitation`; the first two "
                         "also for the intra-class one); default: the paper's goldfish, pug, "
                         "airliner and cliff where present, else the first four")
     p.add_argument("--excitation-seed", type=int, metavar="SEED",
@@ -31,6 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--npz", action="extend", nargs="+", metavar="FILE",
                    help="instead of grids, draw the excitation figures of these "
                         "excitation_stats.npz files, to OUT/figures/<file stem>_*.png")
+
+
+def _comma_list(text: str) -> list[str]:
+    """`goldfish,pug` -> ["goldfish", "pug"]: the --classes syntax of every command."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma list of class names, e.g. a,b")
+    return names
 
 
 def _from_npz(args: argparse.Namespace) -> int:
