@@ -142,5 +142,6 @@ def test_dashboard_shows_the_grid_runs_in_chromium(tmp_path, monkeypatch, artifa
     assert "Model metrics" in text  # the training view's charts, one per metric
     for name in ("ResNet-20 · s0", "SE (r=4) · s0"):
         assert text.count(name) >= 2  # in the run list and in the charts' legends
-    for metric in ("final_val_top1_err", "train_loss", "img_per_s"):
+    # The charts are drawn lazily as they scroll into view: check those of the first rows.
+    for metric in ("final_val_top1_err", "best_val_top1_err", "final_val_top5_err"):
         assert metric in text, f"no {metric} chart on the experiment page"
