@@ -82,7 +82,7 @@ def test_demo_grid_is_small():
         trained += p.settings["epochs"] * p.settings["subset"] * len(demo.seeds)
         assert p.settings["dataset"] == "builtin" and p.settings["preset"] == "fast"
         assert p.model in ("resnet20", "se_resnet20")
-    assert trained <= 40_000  # images through training, the demo's time on 2 cores
+    assert trained <= 50_000  # images through training, the demo's time on 2 cores
 
 
 def test_point_ids_are_stable_hashes():
