@@ -96,6 +96,9 @@ def test_dashboard_shows_the_grid_runs_in_chromium(tmp_path, monkeypatch, artifa
     monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
     (tmp_path / "browser.toml").write_text(TINY)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # Training exports its store as MLFLOW_TRACKING_URI; monkeypatch restores it afterwards,
+    # so later tests in this process do not inherit this one's store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     common = ["--storage", str(tmp_path / "queue.journal"), "--tracking-uri", store]
     assert main(["queue", "browser.toml", *common]) == 0
     assert main(["work", "browser.toml", *common, "--devices", "cpu"]) == 0
