@@ -54,8 +54,8 @@ class GridSpec:
 
     @property
     def folder(self) -> str:
-        """Output folder under --out: the dataset folder of the grid name, if it has one."""
-        return self.name.rsplit("/", 1)[0] if "/" in self.name else ""
+        """Output folder under --out: the grid's whole name (`cifar10/reduction`, `demo`)."""
+        return self.name
 
 
 def _single(values: list[Any]) -> Any:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["build", "load_weights", "__version__"]
+__all__ = ["build", "load_weights", "probe", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # `import senet` stays cheap (no torch) for the CLI; `senet.probe` loads on first use,
+    # so `senet.probe.record_excitations(model)` works after a bare `import senet`.
+    if name == "probe":
+        import importlib
+
+        return importlib.import_module("senet.probe")
+    raise AttributeError(f"module 'senet' has no attribute {name!r}")
 
 
 def build(name: str, weights: str | None = None, **options: Any):

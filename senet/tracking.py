@@ -56,6 +56,8 @@ IDENTITY_TAGS = (A_GRID, T_POINT, T_SEED)  # one seed run of one grid point
 
 # ---------------------------------------------------------------------------
 # URIs
+# MLflow 3's UI opens an experiment without this tag in its GenAI "Traces" view.
+TRAINING_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def prepare_env(uri: str) -> None:
@@ -175,7 +177,7 @@ def get_or_create_experiment(client: Any, name: str, tags: dict[str, str] | None
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, tags=tags)
+        return client.create_experiment(name, tags={**TRAINING_EXPERIMENT_TAGS, **(tags or {})})
     except MlflowException:
         exp = client.get_experiment_by_name(name)
         if exp is None:

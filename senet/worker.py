@@ -223,8 +223,7 @@ class Worker:
                 tracking.T_SEED: str(ticket.seed),
                 tracking.T_LABEL: ticket.label,
             },
-            parent_run_id=attrs[tracking.A_PARENT_RUN],
-            run_name=f"{ticket.label} seed {ticket.seed}",
+            run_name=f"{ticket.label} · s{ticket.seed}",
         )
 
     def _tracking_uri(self, attrs: dict[str, Any]) -> str:

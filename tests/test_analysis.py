@@ -290,7 +290,7 @@ def test_tables_command_writes_md_csv_tex(store, tmp_path, monkeypatch, capsys):
     code = cli_main(["tables", str(store["grid_path"]), "--tracking-uri", store["uri"],
                      "--out", str(out)])  # fmt: skip
     assert code == 0
-    folder = out / "imagenet"
+    folder = out / "imagenet" / "reduction"  # results/<grid name>/
     for name in ("reduction.md", "reduction.csv", "reduction.tex", "reduction_seeds.csv"):
         assert (folder / name).stat().st_size > 200
     assert "n = 2/3" in (folder / "reduction.md").read_text()
@@ -353,7 +353,7 @@ def test_figures_command_from_mlflow(store, tmp_path, monkeypatch, capsys):
     code = cli_main(["figures", str(store["grid_path"]), "--tracking-uri", store["uri"],
                      "--out", str(out)])  # fmt: skip
     assert code == 0
-    folder = out / "imagenet" / "figures"
+    folder = out / "imagenet" / "reduction" / "figures"
     expected = ["reduction_error", "reduction_curves", "reduction_reduction-16_inter_class",
                 "reduction_reduction-16_intra_class"]  # fmt: skip
     for stem in expected:

@@ -43,9 +43,10 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in printed
-    table = (out / "tiny.md").read_text()
+    table = (out / "tiny" / "tiny.md").read_text()  # ROOT/<grid name>/
     assert "| plain" in table and "n = 1/1" in table
-    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert f"results in {out / 'tiny'}/" in printed
+    pngs = sorted(p.name for p in (out / "tiny" / "figures").glob("*.png"))
     assert any("inter_class" in p for p in pngs) and any("error" in p for p in pngs)
 
     client = MlflowClient("sqlite:///mlflow.db")
@@ -53,12 +54,43 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch
                               filter_string="tags.`senet.seed` = '0'")
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
 
-    # a second demo trains nothing new
-    assert main(args) == 0
-    assert "queued 0 new" in capsys.readouterr().out
+    # a second demo trains nothing new; without --out it leaves an existing results/tiny/
+    # (the committed output in a checkout) alone and says where it wrote instead
+    kept = tmp_path / "results" / "tiny" / "tiny.md"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("committed")
+    assert main(args[:3] + args[5:]) == 0
+    printed = capsys.readouterr().out
+    assert "queued 0 new" in printed and "left as it is" in printed
+    assert kept.read_text() == "committed"
+    fresh = sorted((tmp_path / "demo-results").glob("*/tiny/tiny.md"))
+    assert len(fresh) == 1 and "| plain" in fresh[0].read_text()
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
                               filter_string="tags.`senet.seed` = '0'")
     assert len(runs) == 2
     assert main(["status", str(grid), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["tiny"]["done"] == 2 and report["tiny"]["queued"] == 0
+
+
+def test_a_failing_step_reports_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--grid", "no_such_grid"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("senet demo: error:") and "no_such_grid" in err[0]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_tables_and_figures_in_an_empty_folder(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["tables"]) == 0
+    assert main(["figures"]) == 0
+    out, err = capfd.readouterr()
+    assert out.splitlines() == [
+        "nothing to tabulate: no MLflow store at mlflow.db (run a grid first, or pass "
+        "--tracking-uri)",
+        "nothing to draw: no MLflow store at mlflow.db (run a grid first, or pass "
+        "--tracking-uri)",
+    ]
+    assert "INFO" not in err and list(tmp_path.iterdir()) == []

@@ -81,9 +81,9 @@ def test_cifar_grids_carry_the_plain_baseline():
 
 def test_demo_grid_is_small():
     # Enough to compare variants over seeds, small enough for `senet demo` to finish in
-    # about 3 minutes on 2 CPU cores (4 points x 2 seeds x 2 epochs x 2000 images took ~2).
+    # about 3 minutes on 2 CPU cores.
     demo = load_grid("demo")
-    assert 4 <= len(demo.points) <= 6 and 2 <= len(demo.seeds) <= 4
+    assert 2 <= len(demo.points) <= 4 and 2 <= len(demo.seeds) <= 4
     work = 0
     for p in demo.points:
         assert p.settings["dataset"] == "builtin" and p.settings["preset"] == "fast"

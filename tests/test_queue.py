@@ -470,5 +470,5 @@ batch_size = 500
     resumed_run = next(r for r in children if r.data.tags["senet.point"] == victim[0])
     history = client.get_metric_history(resumed_run.info.run_id, "val_top1_err")
     assert sorted(m.step for m in history) == [1, 2, 3]  # no epoch trained twice
-    assert all(r.data.tags.get("mlflow.parentRunId") == queue.attrs()[tr.A_PARENT_RUN]
-               for r in children)
+    # flat, not nested under the grid's run: MLflow's table hides nested runs' names and metrics
+    assert all("mlflow.parentRunId" not in r.data.tags for r in children)

@@ -10,9 +10,13 @@ HELP = "draw each grid's figures (error by variant, training curves, excitation,
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from analysis.cli_args import add_grid_arguments
 
-    add_grid_arguments(p, "output root; figures go to OUT/<dataset>/figures/")
-    p.add_argument("--classes", nargs="+", metavar="CLASS",
-                   help="classes for the excitation figures (wnids or names; the first two "
+    add_grid_arguments(p, "output root (default results); each grid's figures go to "
+                          "OUT/<grid name>/figures/, e.g. results/cifar10/reduction/figures/ "
+                          "for cifar10/reduction, whether the grid is given by name or as a "
+                          ".toml path (--npz: OUT/figures/)")
+    p.add_argument("--classes", type=_comma_list, metavar="A,B,...",
+                   help="comma list of classes for the excitation figures (wnids or names, "
+                        "as in `senet excitation`; the first two "
                         "also for the intra-class one); default: the paper's goldfish, pug, "
                         "airliner and cliff where present, else the first four")
     p.add_argument("--excitation-seed", type=int, metavar="SEED",
@@ -28,6 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--npz", action="extend", nargs="+", metavar="FILE",
                    help="instead of grids, draw the excitation figures of these "
                         "excitation_stats.npz files, to OUT/figures/<file stem>_*.png")
+
+
+def _comma_list(text: str) -> list[str]:
+    """`goldfish,pug` -> ["goldfish", "pug"]: the --classes syntax of every command."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma list of class names, e.g. a,b")
+    return names
 
 
 def _from_npz(args: argparse.Namespace) -> int:
@@ -62,13 +74,24 @@ def run(args: argparse.Namespace) -> int:
 
             raise SenetError("give grids or --npz files, not both")
         return _from_npz(args)
+    from senet.commands.tables import dashboard_line, missing_store
+
+    absent = missing_store(args.tracking_uri)
+    if absent:
+        print(f"nothing to draw: no MLflow store at {absent} (run a grid first, "
+              "or pass --tracking-uri)")
+        return 0
     from analysis.collect import gather
     from analysis.grid_figures import FigureOptions, grid_figures
     from analysis.paper import load_paper_numbers
-    from analysis.runs import open_client
+    from analysis.runs import grid_names, open_client
     from analysis.tables import build_table
 
     client = open_client(args.tracking_uri)
+    names = list(args.grids) or grid_names(client)
+    if not names:
+        print(f"nothing to draw: no grid runs in {client.tracking_uri}")
+        return 0
     book = load_paper_numbers()
     options = FigureOptions(
         classes=args.classes,
@@ -77,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         n_channels=args.channels,
         channel_seed=args.channel_seed,
     )
-    for item in gather(client, args.grids):
+    for item in gather(client, names):
         table = build_table(item.spec, item.runs, book, metric=args.metric)
         report = grid_figures(client, table, args.out, options)
         print(f"{item.spec.name}: {len(report.written)} files")
@@ -85,4 +108,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path}")
         for line in report.skipped:
             print(f"  skipped: {line}")
+        link = dashboard_line(client, args.tracking_uri, item.spec.name)
+        if link:
+            print(link)
     return 0

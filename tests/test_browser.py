@@ -1,0 +1,150 @@
+"""The MLflow dashboard in a real browser: a finished tiny grid, `mlflow server` on
+127.0.0.1, headless Chromium (Debian's package) driven by Playwright.
+
+What a new user sees is the point: the experiment must open in the model-training view
+with the runs, their names and a metric column on the page. The screenshot is kept under
+$SENET_TEST_ARTIFACTS (default: the test's tmp folder) and its path printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from senet.cli import main
+from senet.commands.tables import dashboard_url
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip; Playwright adds a fresh --user-data-dir of its own
+
+TINY = """
+title = "browser check"
+paper_table = "reduction"
+baseline = "ResNet-20"
+dataset = "builtin"
+preset = "fast"
+model = "se_resnet20"
+epochs = 1
+subset = 100
+batch_size = 50
+workers = 0
+seeds = [0]
+
+[[variants]]
+label = "ResNet-20"
+model = "resnet20"
+
+[[variants]]
+label = "SE (r=4)"
+reduction = 4
+"""
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no Chromium installed (Debian: apt-get install chromium); browser test skipped")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, server: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            tail = log.read_text()[-2000:]
+            pytest.fail(f"mlflow server exited with {server.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"mlflow server not up after {seconds:.0f} s:\n{log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("SENET_TEST_ARTIFACTS") or tmp_path / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_dashboard_shows_the_grid_runs_in_chromium(tmp_path, monkeypatch, artifacts):
+    chromium = _chromium()
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
+    (tmp_path / "browser.toml").write_text(TINY)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # Training exports its store as MLFLOW_TRACKING_URI; monkeypatch restores it afterwards,
+    # so later tests in this process do not inherit this one's store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    common = ["--storage", str(tmp_path / "queue.journal"), "--tracking-uri", store]
+    assert main(["queue", "browser.toml", *common]) == 0
+    assert main(["work", "browser.toml", *common, "--devices", "cpu"]) == 0
+
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(store).get_experiment_by_name("browser")
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+
+    port = _free_port()
+    log = tmp_path / "server.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(f"{base}/health", server, log, 60)
+        shot = artifacts / "mlflow_experiment.png"
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                # The link `senet tables` prints for a server (MLflow 3.17's UI picks its
+                # GenAI or training view from ?workflowType, else from the browser's last
+                # choice; the experiment's kind tag is what older UIs read).
+                page.goto(dashboard_url(base, experiment.experiment_id))
+                # Rendered by React after the runs are fetched: wait for a run's name.
+                page.get_by_text("ResNet-20 · s0").first.wait_for(timeout=90_000)
+                page.get_by_text("SE (r=4) · s0").first.wait_for(timeout=10_000)
+                page.get_by_text("final_val_top1_err").first.wait_for(timeout=30_000)
+                page.wait_for_timeout(1500)  # let the charts finish drawing for the picture
+                page.screenshot(path=str(shot), full_page=True)
+                print(f"\nscreenshot: {shot}")
+                text = page.inner_text("body")
+            finally:
+                browser.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        server.wait(timeout=60)
+
+    assert "No data available" not in text, "the experiment opened in MLflow's GenAI view"
+    assert "Model metrics" in text  # the training view's charts, one per metric
+    for name in ("ResNet-20 · s0", "SE (r=4) · s0"):
+        assert text.count(name) >= 2  # in the run list and in the charts' legends
+    # The charts are drawn lazily as they scroll into view: check those of the first rows.
+    for metric in ("final_val_top1_err", "best_val_top1_err", "final_val_top5_err"):
+        assert metric in text, f"no {metric} chart on the experiment page"
