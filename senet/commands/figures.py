@@ -16,9 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           ".toml path (--npz: OUT/figures/)")
     p.add_argument("--classes", type=_comma_list, metavar="A,B,...",
                    help="comma list of classes for the excitation figures (wnids or names, "
-                        "as in `senet excitation`; the first two "
-                        "also for the intra-class one); default: the paper's goldfish, pug, "
-                        "airliner and cliff where present, else the first four")
+                        "as in `senet excitation`); default: Fig. 6's goldfish, pug, airliner "
+                        "and cliff, and Fig. 7's goldfish and plane (taken as airliner, an "
+                        "assumption) where present, else the first classes")
     p.add_argument("--excitation-seed", type=int, metavar="SEED",
                    help="use this seed's run for the excitation figures "
                         "(default: each variant's lowest finished seed with excitation stats)")
