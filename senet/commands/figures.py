@@ -74,24 +74,17 @@ def run(args: argparse.Namespace) -> int:
 
             raise SenetError("give grids or --npz files, not both")
         return _from_npz(args)
-    from senet.commands.tables import dashboard_line, missing_store
+    from senet.commands.tables import dashboard_line, open_grids
 
-    absent = missing_store(args.tracking_uri)
-    if absent:
-        print(f"nothing to draw: no MLflow store at {absent} (run a grid first, "
-              "or pass --tracking-uri)")
+    opened = open_grids(args.tracking_uri, args.grids, "draw")
+    if opened is None:
         return 0
+    client, names = opened
     from analysis.collect import gather
     from analysis.grid_figures import FigureOptions, grid_figures
     from analysis.paper import load_paper_numbers
-    from analysis.runs import grid_names, open_client
     from analysis.tables import build_table
 
-    client = open_client(args.tracking_uri)
-    names = list(args.grids) or grid_names(client)
-    if not names:
-        print(f"nothing to draw: no grid runs in {client.tracking_uri}")
-        return 0
     book = load_paper_numbers()
     options = FigureOptions(
         classes=args.classes,

@@ -32,6 +32,24 @@ def missing_store(tracking_uri: str | None) -> str | None:
     return None if path.exists() else str(path)
 
 
+def open_grids(tracking_uri: str | None, grids: list[str], verb: str):
+    """(MLflow client, grid names) to report on, or None after saying there is nothing to
+    ``verb`` (no local store, or no grid runs in it)."""
+    absent = missing_store(tracking_uri)
+    if absent:
+        print(f"nothing to {verb}: no MLflow store at {absent} (run a grid first, "
+              "or pass --tracking-uri)")
+        return None
+    from analysis.runs import grid_names, open_client
+
+    client = open_client(tracking_uri)
+    names = list(grids) or grid_names(client)
+    if not names:
+        print(f"nothing to {verb}: no grid runs in {client.tracking_uri}")
+        return None
+    return client, names
+
+
 def dashboard_url(server: str, experiment_id: str) -> str:
     """The experiment's runs in MLflow's model-training view, one chart per metric.
 
@@ -57,23 +75,16 @@ def dashboard_line(client, tracking_uri: str | None, grid: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    absent = missing_store(args.tracking_uri)
-    if absent:
-        print(f"nothing to tabulate: no MLflow store at {absent} (run a grid first, "
-              "or pass --tracking-uri)")
+    opened = open_grids(args.tracking_uri, args.grids, "tabulate")
+    if opened is None:
         return 0
+    client, names = opened
     from analysis.collect import gather
     from analysis.paper import load_paper_numbers
     from analysis.queue_status import QueueReader
-    from analysis.runs import grid_names, open_client
     from analysis.table_render import write_table
     from analysis.tables import build_table
 
-    client = open_client(args.tracking_uri)
-    names = list(args.grids) or grid_names(client)
-    if not names:
-        print(f"nothing to tabulate: no grid runs in {client.tracking_uri}")
-        return 0
     book = load_paper_numbers()
     queue = QueueReader(args.storage)
     for item in gather(client, names):
