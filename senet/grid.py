@@ -189,7 +189,7 @@ class _Parser:
         self.path = path
         self.data = data
         self._resolved: dict[str, str] = {}
-        self._row_origin: dict[str, str] = {}  # label -> "axes" or "variants[i]"
+        self._origins: list[str] = []  # per row, in order: "axes" or "variants[i]"
 
     def fail(self, key: str, message: str) -> SenetError:
         return SenetError(f"{self.where}:{key}: {message}")
@@ -287,7 +287,7 @@ class _Parser:
         for combo in itertools.product(*(axes[k] for k in names)):
             table = dict(zip(names, combo, strict=True))
             label = ", ".join(f"{k}={_fmt(v)}" for k, v in table.items())
-            self._row_origin.setdefault(label, "axes")
+            self._origins.append("axes")
             rows.append((label, self._settings(table, prefix="axes.")))
         return rows
 
@@ -303,7 +303,7 @@ class _Parser:
             label = variant.pop("label", None)
             if not isinstance(label, str) or not label.strip():
                 raise self.fail(f"{prefix}label", "every variant needs a non-empty label string")
-            self._row_origin.setdefault(label, f"variants[{i}]")
+            self._origins.append(f"variants[{i}]")
             rows.append((label, self._settings(variant, prefix=prefix)))
         return rows
 
@@ -385,22 +385,21 @@ class _Parser:
         return validate_options(model, options)
 
     def _check_unique(self, points: list[Point]) -> None:
-        by_key: dict[str, Point] = {}
+        by_key: dict[str, tuple[Point, str]] = {}
         labels: set[str] = set()
-        for p in points:
-            where = self._row_origin.get(p.label, "variants")
+        for p, where in zip(points, self._origins, strict=True):
             if p.label in labels:
                 raise self.fail(where, f"two points share the label {p.label!r}")
             labels.add(p.label)
             key = self._resolved[p.label]
             if key in by_key:
-                first = self._row_origin.get(by_key[key].label, "variants")
+                first, first_where = by_key[key]
                 raise self.fail(
-                    where if where != "axes" or first == "axes" else first,
-                    f"points {by_key[key].label!r} and {p.label!r} train the same settings "
-                    "(after filling in defaults)",
+                    where,
+                    f"points {first.label!r} ({first_where}) and {p.label!r} train the same "
+                    "settings (after filling in defaults)",
                 )
-            by_key[key] = p
+            by_key[key] = (p, where)
 
 
 def _dataset_family(dataset: str) -> str | None:
