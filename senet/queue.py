@@ -453,7 +453,7 @@ def queue_lock(url: str | None) -> Iterator[None]:
     kind = backend(url)
     path = Path(url) if "://" not in url else sqlite_path(url) if kind == "sqlite" else None
     if path is not None:
-        lock_file = path.with_name(path.name + ".lock")
+        lock_file = path.with_name(path.name + ".senet-lock")  # not Optuna's own .lock
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_file, "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)

@@ -254,7 +254,9 @@ class Worker:
         resumed = (folder / "checkpoint.pt").exists()
         self.say(f"{queue.name}: training {ticket.label!r} seed {ticket.seed} "
                  f"(ticket #{ticket.number}{', resuming' if resumed else ''}) in {folder}")
-        _attempt_log(folder, {"event": "start", "ticket": ticket.number, "checkpoint": resumed})
+        _attempt_log(folder, {"event": "start", "grid": queue.name, "ticket": ticket.number,
+                              "point": ticket.point, "seed": ticket.seed, "key": ticket.key,
+                              "checkpoint": resumed})
         started = time.time()
         prefix = f"[{queue.name} {ticket.label} s{ticket.seed}]"
         outcome: dict[str, Any]
