@@ -278,3 +278,37 @@ def test_queue_checks_data_and_paper_table_first(tmp_path, tracking_uri, capsys)
     assert queue_cmd(str(table), "--storage", storage, "--tracking-uri", tracking_uri) == 0
     out = capsys.readouterr().out
     assert "warning: " in out and "paper_table 'no-such-table' names no table" in out
+
+
+# ---------------------------------------------------------------------------
+# Tables find a grid's runs by key
+
+
+def test_tables_read_a_shared_run_under_each_grids_own_label(tmp_path, tracking_uri):
+    from mlflow import MlflowClient
+
+    from analysis.runs import fetch_runs, grid_slots
+
+    client = MlflowClient(tracking_uri)
+    exp = client.create_experiment("a")
+
+    def run(tags: dict[str, str], top1: float) -> str:
+        r = client.create_run(exp, tags={tr.T_SEED: "0", **tags})
+        client.log_metric(r.info.run_id, "final_val_top1_err", top1)
+        client.set_terminated(r.info.run_id)
+        return r.info.run_id
+
+    shared = run({tr.A_GRID: "a", tr.T_POINT: "pa", tr.T_LABEL: "r=16", tr.T_KEY: "K1"}, 7.0)
+    run({tr.A_GRID: "b", tr.T_POINT: "gone", tr.T_LABEL: "reduction=4"}, 9.0)  # old epochs
+    legacy = run({tr.A_GRID: "b", tr.T_POINT: "pb2", tr.T_LABEL: "reduction=4"}, 8.0)
+    slots = {"K1": ("pb", 0, "default SE"), "K2": ("pb2", 0, "reduction=4")}
+    b = fetch_runs(client, "b", slots=slots)
+    assert sorted(zip(b["run_id"], b["point"], b["label"], strict=True)) == sorted(
+        [(shared, "pb", "default SE"), (legacy, "pb2", "reduction=4")])
+    assert list(b["grid"]) == ["b", "b"]
+    a = fetch_runs(client, "a", slots={"K1": ("pa", 0, "r=16")})
+    assert list(a["run_id"]) == [shared] and list(a["metric.final_val_top1_err"]) == [7.0]
+    # A grid file found by name gives its keys; a name with no file falls back to tags.
+    keys = grid_slots("cifar10/reduction")
+    assert keys and len(keys) == len(set(keys)) and all(len(k) == 16 for k in keys)
+    assert grid_slots("no/such/grid") is None
