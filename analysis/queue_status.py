@@ -51,9 +51,10 @@ class QueueReader:
             if state == "failed":
                 return "failed", latest.reason or "no reason recorded"
             if state == "running":
+                now = time.time()
                 live = [t.last_alive() or 0 for t in tickets]
-                silent = time.time() - max(live)
-                if silent > grace:
+                silent = now - max(live)
+                if not any(t.is_live(now, grace) for t in tickets):
                     return "running", f"no heartbeat for {silent:.0f}s (worker lost?)"
             return state, ""
 

@@ -1,7 +1,13 @@
 """Fetch the training runs of a grid from MLflow into pandas.
 
 One row per seed run (runs tagged ``senet.seed``; parent runs that only group them are
-left out). Columns: run_id, experiment_id, status, start_time, end_time, grid, point,
+left out). A grid's runs are found by training key (tag ``senet.key``, issue 10): a
+training shared by several grids is one run, and every grid's table reads it under its
+own point and label. Runs logged before keys existed are found by their
+``senet.grid`` / ``senet.point`` / ``senet.seed`` tags, kept only for points the grid
+still has, so an edited grid lists each label once.
+
+Columns: run_id, experiment_id, status, start_time, end_time, grid, point,
 seed, label, fail_reason, then ``param.<name>`` and ``metric.<name>`` for the run's
 params and (last logged) metrics.
 """
@@ -16,6 +22,7 @@ import pandas as pd
 
 from senet.errors import SenetError, one_line
 from senet.tracking import A_GRID as TAG_GRID
+from senet.tracking import T_KEY as TAG_KEY
 from senet.tracking import T_LABEL as TAG_LABEL
 from senet.tracking import T_POINT as TAG_POINT
 from senet.tracking import T_SEED as TAG_SEED
@@ -81,30 +88,61 @@ def _search(client: MlflowClient, filter_string: str) -> list:
     return runs
 
 
-def fetch_runs(client: MlflowClient, grid: str | None = None) -> pd.DataFrame:
-    """Every seed run of ``grid`` (all grids when None), in every active experiment."""
-    where = tag_filter({TAG_GRID: grid}) if grid is not None else ""
+def grid_slots(grid: str) -> dict[str, tuple[str, int, str]] | None:
+    """training key -> (point id, seed, label) for the grid file ``grid`` names as it now
+    stands, or None when no such file can be found (the tags then decide)."""
+    from senet.grid import load_grid
+    from senet.queue import grid_keys
+
+    try:
+        spec = load_grid(grid)
+        keys = grid_keys(spec, spec.seeds)
+    except SenetError:
+        return None
+    labels = {p.id: p.label for p in spec.points}
+    return {key: (point, seed, labels[point]) for (point, seed), key in keys.items()}
+
+
+def fetch_runs(client: MlflowClient, grid: str | None = None,
+               slots: dict[str, tuple[str, int, str]] | None = None) -> pd.DataFrame:
+    """Every seed run of ``grid`` (all grids when None), in every active experiment.
+    ``slots`` (training key -> point, seed, label) defaults to the grid file's own."""
+    if grid is not None and slots is None:
+        slots = grid_slots(grid)
+    by_key = grid is not None and slots is not None
+    # By key, a grid's runs may carry another grid's tag: read them all, match here.
+    where = tag_filter({TAG_GRID: grid}) if grid is not None and not by_key else ""
+    current_points = {point for point, _, _ in slots.values()} if by_key else set()
     rows = []
+    seen: set[str] = set()
     for run in _search(client, where):
         tags = run.data.tags
-        if TAG_GRID not in tags or TAG_SEED not in tags:
+        if TAG_GRID not in tags or TAG_SEED not in tags or run.info.run_id in seen:
             continue
-        if grid is not None and tags[TAG_GRID] != grid:
-            continue  # tag_filter may over-match a name holding both kinds of quote
-        try:
-            seed = int(tags[TAG_SEED])
-        except ValueError:
-            continue
+        key = tags.get(TAG_KEY)
+        if by_key and key in slots:
+            point, seed, label = slots[key]
+        elif grid is not None and (tags[TAG_GRID] != grid or (by_key and key)):
+            continue  # another grid's; or tag_filter over-matched a name with both quotes
+        elif by_key and tags.get(TAG_POINT, "") not in current_points:
+            continue  # a point since removed or changed: the table is the grid as it stands
+        else:
+            try:
+                seed = int(tags[TAG_SEED])
+            except ValueError:
+                continue
+            point, label = tags.get(TAG_POINT, ""), tags.get(TAG_LABEL, "")
+        seen.add(run.info.run_id)
         row = {
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,
             "status": run.info.status,
             "start_time": run.info.start_time,
             "end_time": run.info.end_time,
-            "grid": tags[TAG_GRID],
-            "point": tags.get(TAG_POINT, ""),
+            "grid": grid if grid is not None else tags[TAG_GRID],
+            "point": point,
             "seed": seed,
-            "label": tags.get(TAG_LABEL, ""),
+            "label": label,
             "fail_reason": tags.get(TAG_FAIL, ""),
         }
         row.update({f"param.{k}": v for k, v in run.data.params.items()})

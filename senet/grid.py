@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from senet.errors import SenetError
 
 EXPERIMENTS_DIR = "experiments"
 
-META_KEYS = ("title", "description", "paper_table", "paper_ref", "baseline", "seeds", "claims")
+META_KEYS = ("name", "title", "description", "paper_table", "paper_ref", "baseline", "seeds",
+             "claims")
 # A grid's settings are one flat namespace: TrainConfig's grid keys plus the model options.
 # Both lists are defined once, in senet.config and senet.models; the model options are
 # looked up when a grid is parsed, because importing the models imports torch.
@@ -135,12 +137,27 @@ def resolve_grid_path(spec: str) -> Path:
 
 
 def grid_name(path: Path) -> str:
-    """`experiments/cifar10/reduction.toml` -> `cifar10/reduction`; elsewhere the file stem."""
+    """A grid's identity in the queue and in MLflow; two different files never share one
+    by accident. `experiments/cifar10/reduction.toml` -> `cifar10/reduction`; elsewhere
+    the `name = "..."` the file declares, else `<parent folder>/<stem>` (a bare stem let
+    copies of cifar10/ and cifar100/reduction.toml merge into one grid)."""
     resolved = path.resolve()
     for parent in resolved.parents:
         if parent.name == EXPERIMENTS_DIR:
             return resolved.relative_to(parent).with_suffix("").as_posix()
-    return resolved.stem
+    declared = _declared_name(resolved)
+    if declared:
+        return declared
+    folder = resolved.parent.name
+    return f"{folder}/{resolved.stem}" if folder else resolved.stem
+
+
+def _declared_name(path: Path) -> str | None:
+    try:
+        value = tomllib.loads(path.read_text()).get("name")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None  # load_grid reports the broken file with its own line
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def _display(path: Path) -> str:
@@ -173,6 +190,7 @@ class _Parser:
         self.path = path
         self.data = data
         self._resolved: dict[str, str] = {}
+        self._origins: list[str] = []  # per row, in order: "axes" or "variants[i]"
 
     def fail(self, key: str, message: str) -> SenetError:
         return SenetError(f"{self.where}:{key}: {message}")
@@ -194,6 +212,10 @@ class _Parser:
         points = [self._point(base, label, overrides) for label, overrides in rows]
         self._check_unique(points)
         baseline = self._baseline(meta, points)
+        declared = self._string(meta, "name", default=None)
+        if declared is not None and (not declared.strip() or declared.strip() != declared):
+            raise self.fail("name", f"expected a non-empty name without outer spaces, "
+                                    f"got {declared!r}")
         return Grid(
             name=grid_name(self.path),
             path=self.path,
@@ -255,11 +277,18 @@ class _Parser:
         for key, values in axes.items():
             if not isinstance(values, list) or not values:
                 raise self.fail(f"axes.{key}", f"expected a non-empty list, got {values!r}")
+            seen: list[Any] = []
+            for value in values:
+                if any(_same_value(value, other) for other in seen):
+                    raise self.fail(f"axes.{key}", f"value {_fmt(value)} is listed twice in "
+                                                   f"{values!r}; list each value once")
+                seen.append(value)
         names = list(axes)
         rows = []
         for combo in itertools.product(*(axes[k] for k in names)):
             table = dict(zip(names, combo, strict=True))
             label = ", ".join(f"{k}={_fmt(v)}" for k, v in table.items())
+            self._origins.append("axes")
             rows.append((label, self._settings(table, prefix="axes.")))
         return rows
 
@@ -275,6 +304,7 @@ class _Parser:
             label = variant.pop("label", None)
             if not isinstance(label, str) or not label.strip():
                 raise self.fail(f"{prefix}label", "every variant needs a non-empty label string")
+            self._origins.append(f"variants[{i}]")
             rows.append((label, self._settings(variant, prefix=prefix)))
         return rows
 
@@ -339,10 +369,15 @@ class _Parser:
         from senet.models import validate_options
 
         options: dict[str, Any] = {}
+        defaults = validate_options(model, {})
         for key in model_option_keys():
             if key not in merged:
                 continue
             value, origin = merged[key]
+            if key in defaults and _has_bool(value) and not isinstance(defaults[key], bool):
+                raise self.fail(origin, f"{key}={_fmt(value)} is not a valid value "
+                                        f"(point {label!r}); expected a number or name "
+                                        f"like the default {defaults[key]!r}")
             options[key] = value
             try:
                 validate_options(model, dict(options))
@@ -351,26 +386,48 @@ class _Parser:
         return validate_options(model, options)
 
     def _check_unique(self, points: list[Point]) -> None:
-        by_key: dict[str, Point] = {}
+        by_key: dict[str, tuple[Point, str]] = {}
         labels: set[str] = set()
-        for p in points:
+        for p, where in zip(points, self._origins, strict=True):
             if p.label in labels:
-                raise self.fail("variants", f"two points share the label {p.label!r}")
+                raise self.fail(where, f"two points share the label {p.label!r}")
             labels.add(p.label)
             key = self._resolved[p.label]
             if key in by_key:
+                first, first_where = by_key[key]
                 raise self.fail(
-                    "variants",
-                    f"points {by_key[key].label!r} and {p.label!r} train the same settings "
-                    "(after filling in defaults)",
+                    where,
+                    f"points {first.label!r} ({first_where}) and {p.label!r} train the same "
+                    "settings (after filling in defaults)",
                 )
-            by_key[key] = p
+            by_key[key] = (p, where)
 
 
 def _dataset_family(dataset: str) -> str | None:
     if dataset.startswith("folder:"):
         return None  # any image size; the models decide
     return "imagenet" if dataset == "imagenet" else "cifar"
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal as TOML values: `true` is not `1`, `4` is `4.0`."""
+    return type(a) is type(b) and a == b or (
+        not isinstance(a, bool) and not isinstance(b, bool)
+        and isinstance(a, int | float) and isinstance(b, int | float) and a == b)
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_bool(v) for v in value)
+    return isinstance(value, bool)
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -386,6 +443,9 @@ def _fmt(value: Any) -> str:
 def _check_train_value(key: str, value: Any, fail) -> Any:
     """Type and range checks for train settings; model options are left to the models
     module, which knows their choices. Returns the value in canonical form."""
+    if _non_finite(value):
+        # TOML reads 1e400 as inf; it would be queued and fail only at work time.
+        raise fail(f"{value!r} is not a finite number; give a finite value")
     if key in ("epochs", "batch_size", "subset"):
         if not _is_int(value) or value < 1:
             raise fail(f"expected an integer >= 1, got {value!r}")

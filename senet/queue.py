@@ -14,21 +14,35 @@ Optuna is used as a shared, durable table of tickets, not as a sampler:
 A (point, seed) pair is a "slot"; several tickets may exist for a slot over time
 (retries, replacements, rare duplicates). The slot is done when any ticket is
 COMPLETE. Tickets closed without training (duplicates) end PRUNED, real failures FAIL.
+
+Each training once (issue 10): every ticket carries its training key
+(`senet.identity.training_key`), and a grid records its slots with their keys
+(study attr A_SLOTS, the grid as it now stands). A slot's tickets are the tickets of
+its KEY in every grid of the storage, so a point shared by several grids is queued
+once (by the first grid that needs it), trained once, and counts as done in each.
+`senet queue` runs under a storage-wide lock (`queue_lock`), which makes "is this key
+covered anywhere? else add a ticket" atomic; claims stay per ticket as before, and
+`settle` compares claims across grids by key, so even a duplicate ticket cannot
+train a key twice.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import socket
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from senet.errors import SenetError, TicketFinished
-from senet.storage import DEFAULT_STORAGE, env_seconds
+from senet.storage import DEFAULT_STORAGE, backend, env_seconds, sqlite_path, with_driver
 from senet.ticket_store import TicketStore, busy_storage_errors
 from senet.tracking import (
     A_GRID,
@@ -36,8 +50,11 @@ from senet.tracking import (
     A_PAPER_REF,
     A_PAPER_TABLE,
     A_POINTS,
+    A_SLOTS,
     A_TITLE,
+    T_GRACE,
     T_HEARTBEAT,
+    T_KEY,
     T_LABEL,
     T_POINT,
     T_REASON,
@@ -47,7 +64,8 @@ from senet.tracking import (
     T_WORKER,
 )
 
-__all__ = ["DEFAULT_STORAGE", "GridQueue", "QueueResult", "SlotCounts", "Ticket", "queue_grid"]
+__all__ = ["DEFAULT_STORAGE", "GridQueue", "QueueResult", "SlotCounts", "Ticket", "queue_grid",
+           "queue_lock"]
 
 HEARTBEAT_ENV = "SENET_HEARTBEAT_S"
 GRACE_ENV = "SENET_HEARTBEAT_GRACE_S"
@@ -86,10 +104,23 @@ class Ticket:
     started: float | None
     completed: float | None
     value: float | None
+    key: str = ""  # the training key; "<grid>/<point>/<seed>" for tickets queued before keys
 
     @property
     def slot(self) -> tuple[str, int]:
         return (self.point, self.seed)
+
+    def grace(self, default: float) -> float:
+        """The grace its claiming worker was started with (recorded at the claim), so a
+        reaper with a shorter one never takes a live worker's ticket."""
+        try:
+            return float(self.attrs.get(T_GRACE, default))
+        except (TypeError, ValueError):
+            return default
+
+    def is_live(self, now: float, default_grace: float) -> bool:
+        last = self.last_alive()
+        return last is not None and now - last <= self.grace(default_grace)
 
     @property
     def reason(self) -> str:
@@ -101,20 +132,22 @@ class Ticket:
         return float(beat) if beat is not None else self.started
 
     @classmethod
-    def from_trial(cls, trial, trial_id: int) -> Ticket:
+    def from_trial(cls, trial, trial_id: int, grid: str = "") -> Ticket:
         attrs = trial.user_attrs
+        point, seed = attrs.get(T_POINT, ""), int(attrs.get(T_SEED, 0))
         return cls(
             trial_id=trial_id,
             number=trial.number,
             state=trial.state,
-            point=attrs.get(T_POINT, ""),
-            seed=int(attrs.get(T_SEED, 0)),
+            point=point,
+            seed=seed,
             label=attrs.get(T_LABEL, ""),
             settings=attrs.get(T_SETTINGS, {}),
             attrs=dict(attrs),
             started=trial.datetime_start.timestamp() if trial.datetime_start else None,
             completed=trial.datetime_complete.timestamp() if trial.datetime_complete else None,
             value=trial.value if trial.values and len(trial.values) == 1 else None,
+            key=str(attrs.get(T_KEY) or f"{grid}/{point}/{seed}"),
         )
 
 
@@ -189,20 +222,50 @@ class GridQueue:
     # -- reading
 
     def tickets(self) -> list[Ticket]:
+        """This grid's own tickets."""
         return [
-            Ticket.from_trial(t, self.store.trial_id(self.study_id, t.number))
+            Ticket.from_trial(t, self.store.trial_id(self.study_id, t.number), self.name)
             for t in self.store.trials(self.study_id)
             if T_POINT in t.user_attrs
         ]
 
+    def slot_keys(self, attrs: dict[str, Any] | None = None) -> dict[tuple[str, int], str] | None:
+        """(point, seed) -> training key for the grid as it now stands; None for a grid
+        queued before keys existed (its slots are then those of its tickets)."""
+        attrs = self.attrs() if attrs is None else attrs
+        recorded = attrs.get(A_SLOTS)
+        if recorded is None:
+            return None
+        return {(str(point), int(seed)): str(key) for point, seed, key in recorded}
+
+    def related_tickets(self) -> list[Ticket]:
+        """Own tickets plus every other grid's tickets that train one of this grid's
+        keys: the tickets that decide this grid's slot states."""
+        keys = self.slot_keys()
+        own = self.tickets()
+        if keys is None:
+            return own
+        wanted = set(keys.values())
+        others = [t for queue in GridQueue.all(self.store) if queue.study_id != self.study_id
+                  for t in queue.tickets() if t.key in wanted]
+        return own + others
+
     def ticket(self, trial_id: int) -> Ticket:
-        return Ticket.from_trial(self.store.trial(trial_id), trial_id)
+        return Ticket.from_trial(self.store.trial(trial_id), trial_id, self.name)
 
     def slots(self, tickets: list[Ticket] | None = None) -> dict[tuple[str, int], list[Ticket]]:
-        by_slot: dict[tuple[str, int], list[Ticket]] = defaultdict(list)
-        for t in self.tickets() if tickets is None else tickets:
-            by_slot[t.slot].append(t)
-        return dict(by_slot)
+        """(point, seed) -> the tickets of its key, for the grid as it now stands."""
+        tickets = self.related_tickets() if tickets is None else tickets
+        keys = self.slot_keys()
+        if keys is None:
+            by_slot: dict[tuple[str, int], list[Ticket]] = defaultdict(list)
+            for t in tickets:
+                by_slot[t.slot].append(t)
+            return dict(by_slot)
+        by_key: dict[str, list[Ticket]] = defaultdict(list)
+        for t in tickets:
+            by_key[t.key].append(t)
+        return {slot: by_key.get(key, []) for slot, key in keys.items()}
 
     def counts(self, tickets: list[Ticket] | None = None) -> SlotCounts:
         counts = SlotCounts()
@@ -218,7 +281,7 @@ class GridQueue:
         (those running a point, plus `idle_workers` about to take one)."""
         from optuna.trial import TrialState
 
-        tickets = self.tickets() if tickets is None else tickets
+        tickets = self.related_tickets() if tickets is None else tickets
         durations = [
             t.completed - t.started
             for t in tickets
@@ -230,6 +293,14 @@ class GridQueue:
         parallel = max(1, counts.running + (idle_workers if counts.queued else 0))
         return statistics.median(durations) * counts.left / parallel
 
+    def _key_tickets(self, key: str) -> list[Ticket]:
+        """Every ticket of ``key`` in every grid of the storage, oldest first."""
+        queues = GridQueue.all(self.store)
+        if all(queue.study_id != self.study_id for queue in queues):
+            queues.append(self)  # a study not (yet) marked as a grid
+        found = [t for queue in queues for t in queue.tickets() if t.key == key]
+        return sorted({t.trial_id: t for t in found}.values(), key=lambda t: t.trial_id)
+
     # -- writing
 
     def enqueue(
@@ -239,26 +310,38 @@ class GridQueue:
         label: str,
         settings: dict[str, Any],
         extra: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> int:
         attrs = {T_POINT: point, T_SEED: seed, T_LABEL: label, T_SETTINGS: settings}
+        if key is not None:
+            attrs[T_KEY] = key
         attrs.update(extra or {})
         return self.store.add_waiting(self.study_id, attrs)
 
     def requeue(self, ticket: Ticket, replaces_reason: str) -> int | None:
-        """Queue a fresh ticket for `ticket`'s slot unless the slot is already covered."""
+        """Queue a fresh ticket for `ticket`'s key unless it is already covered (in any
+        grid) or no longer part of this grid."""
         from optuna.trial import TrialState
 
-        others = self.slots().get(ticket.slot, [])
         covered = {TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING}
+        others = self._key_tickets(ticket.key)
         if any(t.trial_id != ticket.trial_id and t.state in covered for t in others):
             return None
+        keys = self.slot_keys()
+        if keys is not None and ticket.key not in keys.values():
+            return None  # the point was removed from the grid: nothing to take over
         extra = {T_REPLACES: f"#{ticket.number}: {replaces_reason}"}
-        return self.enqueue(ticket.point, ticket.seed, ticket.label, ticket.settings, extra)
+        key = ticket.attrs.get(T_KEY)
+        return self.enqueue(ticket.point, ticket.seed, ticket.label, ticket.settings, extra,
+                            key=key)
 
-    def try_claim(self, ticket: Ticket) -> bool:
-        """Atomic WAITING -> RUNNING; False if another worker got there first."""
+    def try_claim(self, ticket: Ticket, grace: float | None = None) -> bool:
+        """Atomic WAITING -> RUNNING; False if another worker got there first. ``grace``
+        is recorded with the claim, so every reaper honours this worker's grace."""
         won = self.store.claim(ticket.trial_id)
         if won:
+            if grace is not None:
+                self.store.set_trial_attr(ticket.trial_id, T_GRACE, float(grace))
             self.beat(ticket.trial_id)
         return won
 
@@ -269,28 +352,32 @@ class GridQueue:
         self.store.set_trial_attr(trial_id, T_WORKER, worker_name())
 
     def settle(self, mine: Ticket, grace: float) -> str | None:
-        """After a claim: None if this worker should train the slot, else why not.
+        """After a claim: None if this worker should train the ticket's key, else why not.
 
-        Every other WAITING ticket of the slot is claimed and closed first, so that any
-        two workers holding tickets of one slot see each other's claims; then the
-        lowest-numbered live claim wins, and a finished slot is never trained again.
+        Every other WAITING ticket of the key (in any grid) is claimed and closed first,
+        so that any two workers holding tickets of one key see each other's claims; then
+        the oldest live claim wins, and a finished key is never trained again.
         """
         from optuna.trial import TrialState
 
-        for other in self.slots().get(mine.slot, []):
+        for other in self._key_tickets(mine.key):
             if other.trial_id != mine.trial_id and other.state == TrialState.WAITING:
                 if self.try_claim(other):
-                    self.close(other, f"duplicate of #{mine.number}")
+                    self.store_close(other, f"duplicate of {self.name} #{mine.number}")
         now = time.time()
-        for other in sorted(self.slots().get(mine.slot, []), key=lambda t: t.number):
+        for other in self._key_tickets(mine.key):
             if other.trial_id == mine.trial_id:
                 continue
             if other.state == TrialState.COMPLETE:
-                return f"already done by #{other.number}"
-            live = (other.last_alive() or 0) > now - grace
-            if other.state == TrialState.RUNNING and live and other.number < mine.number:
-                return f"duplicate of #{other.number}, which is running"
+                return f"already done by ticket {other.trial_id}"
+            live = other.is_live(now, grace)
+            if other.state == TrialState.RUNNING and live and other.trial_id < mine.trial_id:
+                return f"duplicate of ticket {other.trial_id}, which is running"
         return None
+
+    def store_close(self, ticket: Ticket, reason: str) -> bool:
+        """close() for a ticket that may belong to another grid (trial ids are global)."""
+        return self._finish(ticket.trial_id, "PRUNED", {T_REASON: reason})
 
     def close(self, ticket: Ticket, reason: str) -> bool:
         """End a claimed ticket that will not be trained (PRUNED, not a failure)."""
@@ -315,18 +402,17 @@ class GridQueue:
         return self.store.finish(trial_id, state, value)
 
     def reap(self, grace: float, now: float | None = None) -> list[Ticket]:
-        """Fail RUNNING tickets whose heartbeat is older than `grace` and requeue them.
+        """Fail RUNNING tickets whose heartbeat is older than their grace and requeue
+        them. ``grace`` applies only to tickets that recorded none at their claim.
         Returns the tickets this call reaped (each one is reaped by exactly one caller)."""
         from optuna.trial import TrialState
 
         now = time.time() if now is None else now
         reaped = []
         for t in self.tickets():
-            if t.state != TrialState.RUNNING:
+            if t.state != TrialState.RUNNING or t.is_live(now, grace):
                 continue
             last = t.last_alive()
-            if last is not None and now - last <= grace:
-                continue
             silent = "never" if last is None else f"{now - last:.0f}s"
             reason = f"worker lost ({t.attrs.get(T_WORKER, '?')}: no heartbeat for {silent})"
             try:
@@ -350,6 +436,61 @@ class GridQueue:
 
 
 # ---------------------------------------------------------------------------
+# One `senet queue` at a time per storage
+
+
+LOCK_NAME = "senet-queue"
+
+
+@contextmanager
+def queue_lock(url: str | None) -> Iterator[None]:
+    """Serialise `senet queue` runs on one storage, so that concurrent queueing of a
+    grid makes one experiment, one parent run and one ticket per key. A file lock
+    (fcntl) beside a journal or SQLite file; a session advisory lock on PostgreSQL
+    (GET_LOCK on MySQL). Taken before the storage is opened: creating a new SQLite
+    storage's tables from several processes at once races too."""
+    url = url or DEFAULT_STORAGE
+    kind = backend(url)
+    path = Path(url) if "://" not in url else sqlite_path(url) if kind == "sqlite" else None
+    if path is not None:
+        lock_file = path.with_name(path.name + ".senet-lock")  # not Optuna's own .lock
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    if kind in ("postgresql", "postgres", "mysql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(with_driver(url), poolclass=sqlalchemy.pool.NullPool)
+        lock_id = int.from_bytes(hashlib.sha256(LOCK_NAME.encode()).digest()[:8], "big",
+                                 signed=True)
+        try:
+            with engine.connect() as conn:
+                if kind == "mysql":
+                    conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, -1)"), {"n": LOCK_NAME})
+                else:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    if kind == "mysql":
+                        conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": LOCK_NAME})
+                    else:
+                        conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
+                                     {"k": lock_id})
+                    conn.commit()
+        finally:
+            engine.dispose()
+        return
+    yield  # an unknown kind: open_storage refuses it with its own line
+
+
+# ---------------------------------------------------------------------------
 # Queuing a grid
 
 
@@ -360,14 +501,54 @@ class QueueResult:
     retried: int
     existing: int
     failed_left: int
+    shared: int = 0  # slots whose training another grid already queued, runs or did
+    done: int = 0  # slots whose training is already done (here or in another grid)
+    slots: int = 0
+    dropped: list[str] = field(default_factory=list)  # labels removed since the last queue
+    new_labels: list[str] = field(default_factory=list)  # labels added since the last queue
+    cancelled: int = 0  # waiting or running tickets of removed points, closed
+
+    @property
+    def all_done(self) -> bool:
+        return self.slots > 0 and self.done == self.slots
+
+
+def grid_keys(grid, seeds: list[int]) -> dict[tuple[str, int], str]:
+    """(point id, seed) -> training key for every slot of ``grid``."""
+    from senet.identity import key_of, resolved_settings
+
+    resolved = {p.id: resolved_settings(p.settings) for p in grid.points}
+    return {(p.id, seed): key_of(resolved[p.id], seed) for seed in seeds for p in grid.points}
 
 
 def queue_grid(storage, grid, seeds: list[int] | None, retry_failed: bool) -> QueueResult:
-    """Add a ticket for every (point, seed) of `grid` that has none yet; with
-    `retry_failed`, also for slots whose tickets all failed. Idempotent."""
+    """Add a ticket for every (point, seed) of `grid` whose training key has none in any
+    grid of the storage; with `retry_failed`, also for keys whose tickets all failed.
+    Idempotent; call it under `queue_lock` when other processes may queue at once."""
+    from optuna.trial import TrialState
+
     queue, _ = GridQueue.open_or_create(storage, grid.name)
     attrs = queue.attrs()
-    known_points = dict(attrs.get(A_POINTS, {}))
+    recorded = attrs.get(A_GRID_FILE)
+    if recorded and recorded != str(grid.path) and Path(recorded).is_file():
+        raise SenetError(
+            f"{grid.path}: grid name {grid.name!r} is already taken in this queue by "
+            f"{recorded}; declare another with name = \"...\" at the top of the file"
+        )
+    seeds = list(seeds if seeds is not None else grid.seeds)
+    keys = grid_keys(grid, seeds)
+    labels = {p.id: p.label for p in grid.points}
+    old_points = attrs.get(A_POINTS, {})
+    old_keys = queue.slot_keys(attrs)
+    if old_keys is None:  # queued before keys: its slots are those of its tickets
+        old_keys = {t.slot: t.key for t in queue.tickets()}
+    result = QueueResult(grid.name, 0, 0, 0, 0, slots=len(keys))
+    old_labels = {old_points.get(p, {}).get("label", p) for p, _ in old_keys}
+    new_labels = {p.label for p in grid.points}
+    if old_keys:
+        result.dropped = sorted(old_labels - new_labels)
+        result.new_labels = sorted(new_labels - old_labels)
+
     points = {p.id: {"label": p.label, "settings": p.settings} for p in grid.points}
     meta = {
         A_GRID: grid.name,
@@ -375,31 +556,76 @@ def queue_grid(storage, grid, seeds: list[int] | None, retry_failed: bool) -> Qu
         A_PAPER_TABLE: grid.paper_table,
         A_PAPER_REF: grid.paper_ref,
         A_GRID_FILE: str(grid.path),
-        A_POINTS: {**known_points, **points},
+        A_POINTS: points,
+        A_SLOTS: [[point, seed, key] for (point, seed), key in keys.items()],
     }
-    for key, value in meta.items():
-        if attrs.get(key) != value:
-            queue.set_attr(key, value)
+    for name, value in meta.items():
+        if attrs.get(name) != value:
+            queue.set_attr(name, value)
 
-    slots = queue.slots()
-    result = QueueResult(grid.name, 0, 0, 0, 0)
+    # Every ticket in the storage, by key: a key covered anywhere is not queued again.
+    queues = GridQueue.all(storage)
+    by_key: dict[str, list[Ticket]] = defaultdict(list)
+    current: set[str] = set()  # keys some grid still holds, this one included
+    for other in queues:
+        for t in other.tickets():
+            by_key[t.key].append(t)
+        if other.study_id != queue.study_id:
+            current.update((other.slot_keys() or {}).values())
+    current.update(keys.values())
+
+    # Tickets of points removed from this grid: cancelled unless done or still wanted.
+    for t in queue.tickets():
+        if t.key in current or t.state not in (TrialState.WAITING, TrialState.RUNNING):
+            continue
+        if t.state == TrialState.WAITING and not queue.try_claim(t):
+            continue
+        if queue.close(t, "cancelled: the point was removed from the grid"):
+            result.cancelled += 1
+
+    own = {t.trial_id for t in queue.tickets()}
     # Seed-major order: workers finish one complete table before starting the next seed.
-    for seed in seeds if seeds is not None else grid.seeds:
-        for p in grid.points:
-            existing = slots.get((p.id, seed))
-            if not existing:
-                queue.enqueue(p.id, seed, p.label, p.settings)
-                result.added += 1
-            elif slot_state(existing) == "failed":
-                if retry_failed:
-                    last = max(existing, key=lambda t: t.number)
-                    queue.enqueue(
-                        p.id, seed, p.label, p.settings,
-                        {T_REPLACES: f"#{last.number}: retry of a failed point"},
-                    )
-                    result.retried += 1
-                else:
-                    result.failed_left += 1
+    for (point_id, seed), key in keys.items():
+        point = grid.point(point_id)
+        existing = by_key.get(key, [])
+        state = slot_state(existing) if existing else None
+        elsewhere = any(t.trial_id not in own for t in existing)
+        if state is None:
+            queue.enqueue(point_id, seed, labels[point_id], point.settings, key=key)
+            result.added += 1
+        elif state == "failed":
+            if retry_failed:
+                last = max(existing, key=lambda t: t.trial_id)
+                queue.enqueue(point_id, seed, labels[point_id], point.settings,
+                              {T_REPLACES: f"ticket {last.trial_id}: retry of a failed point"},
+                              key=key)
+                result.retried += 1
             else:
-                result.existing += 1
+                result.failed_left += 1
+        else:
+            result.existing += 1
+            result.shared += elsewhere
+            result.done += state == "done"
     return result
+
+
+def overall_counts(storage: Any) -> tuple[SlotCounts, int]:
+    """(state counts over the unique trainings of every grid's current slots, how many
+    grid slots map onto them): a training shared by grids counts once here."""
+    queues = GridQueue.all(storage)
+    by_key: dict[str, list[Ticket]] = defaultdict(list)
+    wanted: set[str] = set()
+    slots = 0
+    for queue in queues:
+        tickets = queue.tickets()
+        for t in tickets:
+            by_key[t.key].append(t)
+        keys = queue.slot_keys()
+        current = set(keys.values()) if keys is not None else {t.key for t in tickets}
+        slots += len(keys) if keys is not None else len(current)
+        wanted |= current
+    counts = SlotCounts()
+    for key in wanted:
+        state = slot_state(by_key.get(key, []))
+        setattr(counts, state, getattr(counts, state) + 1)
+    return counts, slots

@@ -31,6 +31,7 @@ A_EXPERIMENT = "senet.mlflow_experiment"
 A_EXPERIMENT_ID = "senet.mlflow_experiment_id"
 A_PARENT_RUN = "senet.parent_run_id"
 A_TRACKING_URI = "senet.tracking_uri"
+A_SLOTS = "senet.slots"  # [[point, seed, key], ...]: the grid as it now stands
 
 # Trial (ticket) attrs of the queue; point, seed and label are also run tags.
 T_POINT = "senet.point"
@@ -43,6 +44,8 @@ T_REASON = "senet.reason"
 T_RUN_ID = "senet.mlflow_run_id"
 T_REPLACES = "senet.replaces"
 T_SECONDS = "senet.seconds"
+T_KEY = "senet.key"  # senet.identity.training_key: also the MLflow run tag
+T_GRACE = "senet.grace_s"  # the claiming worker's grace: reapers honour it
 
 # MLflow run tags.
 TAG_ROLE = "senet.role"  # "grid" on a grid's parent run

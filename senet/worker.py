@@ -95,8 +95,21 @@ def progress_line(queue: q.GridQueue) -> str:
 
 
 def run_folder(runs_dir: str | Path, grid: str, point: str, seed: int) -> Path:
-    """Stable per (grid, point, seed), so a requeued point finds its checkpoint."""
+    """The folder of a ticket queued before training keys: per (grid, point, seed)."""
     return Path(runs_dir) / grid / point / f"seed{seed}"
+
+
+def key_folder(runs_dir: str | Path, model: str, key: str) -> Path:
+    """runs/<model>-<key>: one folder per training, whichever grid's ticket trains it, so
+    a requeued point (from any grid) finds its checkpoint."""
+    return Path(runs_dir) / f"{model}-{key}"
+
+
+def ticket_folder(runs_dir: str | Path, grid: str, ticket: q.Ticket) -> Path:
+    key = ticket.attrs.get(tracking.T_KEY)
+    if key:
+        return key_folder(runs_dir, ticket.settings.get("model", "model"), str(key))
+    return run_folder(runs_dir, grid, ticket.point, ticket.seed)
 
 
 def _attempt_log(folder: Path, event: dict[str, Any]) -> None:
@@ -194,7 +207,7 @@ class Worker:
     def _claim(self, queues: list[q.GridQueue]) -> tuple[q.GridQueue, q.Ticket] | None:
         for queue in queues:
             for ticket in queue.waiting():
-                if not queue.try_claim(ticket):
+                if not queue.try_claim(ticket, self.cfg.grace_s):
                     continue
                 reason = queue.settle(ticket, self.cfg.grace_s)
                 if reason is None:
@@ -213,7 +226,7 @@ class Worker:
             seed=ticket.seed,
             device=self.cfg.device,
             data_root=self.cfg.data_root,
-            out=str(run_folder(self.cfg.runs_dir, queue.name, ticket.point, ticket.seed)),
+            out=str(ticket_folder(self.cfg.runs_dir, queue.name, ticket)),
             tracking_uri=self._tracking_uri(attrs),
             experiment=attrs[tracking.A_EXPERIMENT],
             resume=True,
@@ -222,6 +235,9 @@ class Worker:
                 tracking.T_POINT: ticket.point,
                 tracking.T_SEED: str(ticket.seed),
                 tracking.T_LABEL: ticket.label,
+                # Every table holding this training finds the run by its key.
+                **({tracking.T_KEY: str(ticket.attrs[tracking.T_KEY])}
+                   if ticket.attrs.get(tracking.T_KEY) else {}),
             },
             run_name=f"{ticket.label} · s{ticket.seed}",
         )
@@ -237,7 +253,9 @@ class Worker:
         resumed = (folder / "checkpoint.pt").exists()
         self.say(f"{queue.name}: training {ticket.label!r} seed {ticket.seed} "
                  f"(ticket #{ticket.number}{', resuming' if resumed else ''}) in {folder}")
-        _attempt_log(folder, {"event": "start", "ticket": ticket.number, "checkpoint": resumed})
+        _attempt_log(folder, {"event": "start", "grid": queue.name, "ticket": ticket.number,
+                              "point": ticket.point, "seed": ticket.seed, "key": ticket.key,
+                              "checkpoint": resumed})
         started = time.time()
         prefix = f"[{queue.name} {ticket.label} s{ticket.seed}]"
         outcome: dict[str, Any]
@@ -281,7 +299,7 @@ class Worker:
         # Reaped while finishing (e.g. a long stall): the work is done, so hand the result
         # to the replacement ticket instead of letting someone train the point again.
         for other in queue.waiting():
-            if other.slot == ticket.slot and queue.try_claim(other):
+            if other.key == ticket.key and queue.try_claim(other, self.cfg.grace_s):
                 queue.complete(other.trial_id, float(value), attrs)
                 return {"outcome": "done", "value": value, "via_ticket": other.number}
         return {"outcome": "done-after-reap", "value": value}

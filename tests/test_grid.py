@@ -106,8 +106,34 @@ def test_point_ids_are_stable_hashes():
 
 def test_names_resolve_from_paths(tmp_path):
     assert grid_name(REPO / "experiments" / "cifar10" / "reduction.toml") == "cifar10/reduction"
-    assert grid_name(tmp_path / "mine.toml") == "mine"
+    # Outside experiments/ the parent folder is part of the name, so copies of
+    # cifar10/reduction.toml and cifar100/reduction.toml stay two grids (issue 13, item 3).
+    assert grid_name(tmp_path / "mine.toml") == f"{tmp_path.name}/mine"
     assert load_grid(str(REPO / "experiments" / "demo.toml")).name == "demo"
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "reduction.toml").write_text(
+            BASE + "[axes]\nreduction = [4]\n")
+    assert load_grid(tmp_path / "a" / "reduction.toml").name == "a/reduction"
+    assert load_grid(tmp_path / "b" / "reduction.toml").name == "b/reduction"
+    declared = tmp_path / "a" / "named.toml"
+    declared.write_text('name = "cifar10-copy"\n' + BASE + "[axes]\nreduction = [4]\n")
+    assert load_grid(declared).name == "cifar10-copy"
+
+
+def test_axes_repeats_bools_and_infinities_are_refused_in_one_line(tmp_path):
+    """Issue 13's grid rows: each refused when the grid is loaded, naming the right key."""
+    cases = {
+        "[axes]\nreduction = [4, 4]\n": "axes.reduction",
+        "[axes]\nreduction = [true]\n": "axes.reduction",
+        "lr = 1e400\n[axes]\nreduction = [4]\n": ":lr",
+        "[axes]\nlr = [0.1, inf]\n": "axes.lr",
+    }
+    for body, blamed in cases.items():
+        message = _error(tmp_path, BASE + body)
+        assert blamed in message, message
+        assert "variants" not in message
+        assert "\n" not in message
 
 
 # ---------------------------------------------------------------------------
@@ -151,10 +177,10 @@ def _error(tmp_path: Path, text: str) -> str:
         (BASE + '[axes]\npreset = ["slow"]\n', "axes.preset", ["'slow'", "cifar-wrn"]),
         (BASE + "[axes]\nreduction = []\n", "axes.reduction", ["non-empty list"]),
         (BASE + 'seeds = [0, 0]\n[axes]\nreduction = [2]\n', "seeds", ["repeated seed"]),
-        (BASE + '[axes]\nreduction = [16]\n[[variants]]\nlabel = "default"\n', "variants",
-         ["'reduction=16' and 'default' train the same settings"]),
+        (BASE + '[axes]\nreduction = [16]\n[[variants]]\nlabel = "default"\n', "variants[0]",
+         ["'reduction=16' (axes) and 'default' train the same settings"]),
         (BASE + '[[variants]]\nlabel = "a"\n[[variants]]\nlabel = "a"\nreduction = 2\n',
-         "variants", ["share the label 'a'"]),
+         "variants[1]", ["share the label 'a'"]),
         (BASE + 'baseline = "nope"\n[axes]\nreduction = [2]\n', "baseline",
          ["no point is labelled 'nope'", "'reduction=2'"]),
         ('dataset = "cifar10"\nmodel = "se_resnet110"\n[axes]\nreduction = [2]\n', "preset",

@@ -97,6 +97,7 @@ def write_grid(folder: Path, name: str, reductions: int, *, failing: bool = Fals
                seeds: int = 1, extra: str = "") -> Path:
     """A grid of `reductions` SE-ResNet-20 points (+ one that fails, if asked)."""
     text = f"""
+name = "{name}"
 title = "test grid"
 dataset = "builtin"
 preset = "fast"
@@ -118,11 +119,15 @@ def queue_cmd(*args: str) -> int:
 
 
 def read_events(runs_dir: Path, grid: str, name: str = "trainings.log") -> dict:
-    """(point, seed) -> list of events written by that slot's trainings."""
+    """(point, seed) -> list of events written by that slot's trainings. Run folders are
+    named by training key; the worker's attempts.jsonl says which grid slot each holds."""
     events = {}
-    for log in (runs_dir / grid).glob(f"*/seed*/{name}"):
-        point, seed = log.parent.parent.name, int(log.parent.name.removeprefix("seed"))
-        events[(point, seed)] = [json.loads(line) for line in log.read_text().splitlines()]
+    for log in runs_dir.glob(f"*/{name}"):
+        first = json.loads((log.parent / "attempts.jsonl").read_text().splitlines()[0])
+        if first["grid"] != grid:
+            continue
+        events[(first["point"], first["seed"])] = [
+            json.loads(line) for line in log.read_text().splitlines()]
     return events
 
 
@@ -265,12 +270,13 @@ def _drain_with_a_kill(storage: str, grid_path: Path, grid: str, runs_dir: Path,
     victim = None
     deadline = time.monotonic() + 60
     while victim is None and time.monotonic() < deadline:
-        for folder in (runs_dir / grid).glob("*/seed0"):
+        for folder in runs_dir.glob("*"):
             log = folder / "trainings.log"
             if (folder / "fake-checkpoint.json").exists() and log.exists():
                 events = [json.loads(x) for x in log.read_text().splitlines()]
-                if events[-1]["event"] == "start":
-                    victim = (folder.parent.name, events[-1]["pid"])
+                attempt = json.loads((folder / "attempts.jsonl").read_text().splitlines()[0])
+                if events[-1]["event"] == "start" and attempt["seed"] == 0:
+                    victim = (attempt["point"], events[-1]["pid"])
                     break
         time.sleep(0.02)
     assert victim is not None, "no training reached its first checkpoint"
@@ -411,6 +417,7 @@ def test_real_training_end_to_end_with_a_kill(tmp_path, tracking_uri):
 
     grid = tmp_path / "real.toml"
     grid.write_text("""
+name = "real"
 dataset = "builtin"
 preset = "fast"
 model = "resnet20"
@@ -436,12 +443,12 @@ batch_size = 500
     victim = None
     deadline = time.monotonic() + 240
     while victim is None and time.monotonic() < deadline:
-        for ckpt in runs.glob("real/*/seed0/checkpoint.pt"):
+        for ckpt in runs.glob("*/checkpoint.pt"):  # runs/<model>-<training key>/
             attempts = (ckpt.parent / "attempts.jsonl").read_text().splitlines()
             last = json.loads(attempts[-1])
             if last["event"] == "start":
                 pid = int(last["worker"].rsplit(":", 1)[1])
-                victim = (ckpt.parent.parent.name, pid)
+                victim = (json.loads(attempts[0])["point"], pid)
         time.sleep(0.05)
     assert victim is not None, "no training checkpointed in time"
     os.kill(victim[1], signal.SIGKILL)

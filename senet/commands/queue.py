@@ -1,12 +1,19 @@
-"""senet queue: turn grid files into queued trainings (idempotent)."""
+"""senet queue: turn grid files into queued trainings (idempotent, safe to run at once)."""
 
 from __future__ import annotations
 
 import argparse
+import tomllib
+from pathlib import Path
+from typing import Any
 
 from senet.commands.common import add_stores
 
 HELP = "queue every point x seed of one or more grids for `senet work`"
+# The paper's numbers live with the analysis; senet core never imports analysis, so the
+# queue reads the file (when the checkout has it) only to warn about a table without numbers.
+PAPER_NUMBERS = Path(__file__).resolve().parents[2] / "analysis" / "paper_numbers.toml"
+PAPER_FIELDS = ("top1", "top5", "gflops", "params_m")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,28 +40,139 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise SenetError(f"--seeds {args.seeds}: expected a number of seeds >= 1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Validate every grid before touching the queue, so a typo queues nothing.
+    # Validate every grid, and what its workers will need, before touching the queue.
     grids = [load_grid(spec) for spec in args.grids]
+    _check_distinct(grids)
+    for grid in grids:
+        check_data(grid)
     tracking_uri = with_driver(t.absolute_tracking_uri(t.resolve_uri(args.tracking_uri)))
     t.check_tracking(tracking_uri)
-    storage = open_storage(args.storage)
-    seeds = list(range(args.seeds)) if args.seeds is not None else None
     for grid in grids:
-        queue, _ = q.GridQueue.open_or_create(storage, grid.name)
-        # Experiment and parent run first: workers skip a grid until they exist.
-        tracking = t.ensure_grid_tracking(queue, tracking_uri)
-        result = q.queue_grid(storage, grid, seeds, args.retry_failed)
-        if result.added or result.retried:
-            t.set_parent_status(tracking_uri, tracking[t.A_PARENT_RUN], "RUNNING")
-        n_seeds = len(seeds if seeds is not None else grid.seeds)
+        warning = paper_table_warning(grid)
+        if warning:
+            print(f"warning: {warning}")
+    seeds = list(range(args.seeds)) if args.seeds is not None else None
+    # One queue command at a time per storage: concurrent runs would otherwise race to
+    # create the study, the experiment, the parent run and the tickets.
+    with q.queue_lock(args.storage):
+        storage = open_storage(args.storage)
+        for grid in grids:
+            _queue_one(q, t, storage, grid, seeds, tracking_uri, args.retry_failed)
+    _print_plan(grids, args, seeds)
+    return 0
+
+
+def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
+               tracking_uri: str, retry_failed: bool) -> None:
+    queue, _ = q.GridQueue.open_or_create(storage, grid.name)
+    # Refuse a name clash before an experiment or parent run is made for it.
+    recorded = queue.attrs().get(t.A_GRID_FILE)
+    if recorded and recorded != str(grid.path) and Path(recorded).is_file():
+        from senet.errors import SenetError
+
+        raise SenetError(
+            f"{grid.path}: grid name {grid.name!r} is already taken in this queue by "
+            f"{recorded}; declare another with name = \"...\" at the top of the file")
+    # Experiment and parent run first: workers skip a grid until they exist.
+    tracking = t.ensure_grid_tracking(queue, tracking_uri)
+    result = q.queue_grid(storage, grid, seeds, retry_failed)
+    if result.added or result.retried:
+        t.set_parent_status(tracking_uri, tracking[t.A_PARENT_RUN], "RUNNING")
+    n_seeds = len(seeds if seeds is not None else grid.seeds)
+    if result.dropped or result.new_labels:
+        changes = []
+        if result.dropped:
+            changes.append(f"drops {', '.join(result.dropped)}")
+        if result.new_labels:
+            changes.append(f"adds {', '.join(result.new_labels)}")
+        cancelled = f" ({result.cancelled} ticket(s) of dropped points cancelled)" \
+            if result.cancelled else ""
+        print(f"{grid.name}: the grid changed since it was queued: {'; '.join(changes)}"
+              f"{cancelled}")
+    if result.all_done and not result.retried:
+        print(f"{grid.name}: all {result.slots} trainings are already done; nothing queued")
+    else:
         line = (f"{grid.name}: {len(grid.points)} points x {n_seeds} seeds; "
                 f"queued {result.added} new")
         if result.retried:
             line += f", {result.retried} failed ones again"
         line += f"; {result.existing} already queued, running or done"
+        if result.shared:
+            line += f" ({result.shared} of them by another grid: trained once)"
         if result.failed_left:
             line += f"; {result.failed_left} failed (add --retry-failed to queue them again)"
         print(line)
-        print(f"  MLflow experiment {tracking[t.A_EXPERIMENT]!r} "
-              f"(id {tracking[t.A_EXPERIMENT_ID]}), parent run {tracking[t.A_PARENT_RUN]}")
-    return 0
+    print(f"  MLflow experiment {tracking[t.A_EXPERIMENT]!r} "
+          f"(id {tracking[t.A_EXPERIMENT_ID]}), parent run {tracking[t.A_PARENT_RUN]}")
+
+
+def _print_plan(grids: list[Any], args: argparse.Namespace, seeds: list[int] | None) -> None:
+    """senet plan's one-line summary; a projection problem must not fail a done queueing."""
+    from senet.errors import SenetError, one_line
+    from senet.plan import make_plan
+
+    try:
+        plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,
+                         seeds=seeds)
+    except (SenetError, OSError) as exc:
+        print(f"plan: not available ({one_line(exc)})")
+        return
+    print(f"plan: {plan.summary_line()}")
+
+
+def _check_distinct(grids: list[Any]) -> None:
+    from senet.errors import SenetError
+
+    seen: dict[str, Path] = {}
+    for grid in grids:
+        other = seen.setdefault(grid.name, grid.path)
+        if other != grid.path:
+            raise SenetError(f"{grid.path}: grid name {grid.name!r} is also the name of "
+                             f"{other}; declare another with name = \"...\" in one of them")
+
+
+def check_data(grid: Any) -> None:
+    """Every folder dataset exists and holds at least two classes in each split: checked
+    now, not found out point by point at work time."""
+    from senet.data.scan import find_split
+    from senet.errors import SenetError
+
+    checked: set[str] = set()
+    for point in grid.points:
+        dataset = point.settings.get("dataset", "")
+        if not dataset.startswith("folder:") or dataset in checked:
+            continue
+        checked.add(dataset)
+        root = Path(dataset[len("folder:"):]).expanduser()
+        where = f"{grid.path}: dataset {dataset!r}"
+        if not root.is_dir():
+            raise SenetError(f"{where}: folder {root} does not exist; fix the path")
+        for names in (("train",), ("test", "val")):
+            try:
+                split = find_split(root, names, dataset)
+            except SenetError as exc:
+                raise SenetError(f"{where}: {exc}") from None
+            classes = [e for e in split.iterdir() if e.is_dir() and not e.name.startswith(".")]
+            if len(classes) < 2:
+                raise SenetError(f"{where}: {split} holds {len(classes)} class folder(s); "
+                                 "a classifier needs at least two")
+
+
+def paper_table_warning(grid: Any) -> str | None:
+    """A one-line warning when the grid's paper_table names no table with numbers."""
+    if not grid.paper_table or not PAPER_NUMBERS.is_file():
+        return None
+    try:
+        book = tomllib.loads(PAPER_NUMBERS.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    for table in book.get("tables", []):
+        names = {table.get("key"), *table.get("aliases", [])}
+        if grid.paper_table in names:
+            rows = table.get("rows", [])
+            if any(field in row for row in rows for field in PAPER_FIELDS):
+                return None
+            return (f"{grid.path}: paper_table {grid.paper_table!r} has no paper numbers in "
+                    f"{PAPER_NUMBERS.name}; its table will show ours only")
+    return (f"{grid.path}: paper_table {grid.paper_table!r} names no table in "
+            f"{PAPER_NUMBERS.name}; its table will show ours only")

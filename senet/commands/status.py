@@ -38,11 +38,16 @@ def run(args: argparse.Namespace) -> int:
             queues = sorted(q.GridQueue.all(storage), key=lambda g: g.name)
     report = {}
     attrs = {}
+    # Only for tickets that recorded no grace at their claim (queued by an older senet):
+    # every other ticket is reaped by the grace of the worker that holds it.
     grace = q.grace_period()
     for queue in queues:
         queue.reap(grace)  # a dead worker's point shows as queued again, not running
         report[queue.name] = _grid_report(queue)
         attrs[queue.name] = queue.attrs()
+    overall = None
+    if len(queues) > 1 and not args.grid:
+        overall, n_slots = q.overall_counts(queues[0].store)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -50,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         print("no grids queued in this storage; add some with `senet queue GRID`")
         return 0
     _print_table(report)
+    if overall is not None:
+        print(f"all grids: {overall.total} unique trainings for {n_slots} grid slots: "
+              f"{overall.done} done, {overall.running} running, {overall.failed} failed, "
+              f"{overall.queued} queued (a training shared by grids counts once)")
     failed = [(name, attrs[name]) for name, r in report.items() if r["failures"]]
     if failed:
         from senet.commands.common import retry_command
@@ -62,7 +71,7 @@ def _grid_report(queue) -> dict:
     from senet import queue as q
     from senet.tracking import T_WORKER
 
-    tickets = queue.tickets()
+    tickets = queue.related_tickets()  # a shared training counts in every grid holding it
     counts = queue.counts(tickets)
     failures = []
     running = []
