@@ -1,0 +1,109 @@
+"""`senet work --pack`: seeds of one point trained as one packed model end where each
+would have ended trained alone (CPU, float32)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from senet.config import TrainConfig
+from senet.errors import SenetError
+from senet.train import run_training
+from senet.train_packed import check_same_point, run_packed
+
+# Grouped and dense convolutions sum in different orders, so packed and alone agree up to
+# float32 rounding, amplified a little by 2 epochs of SGD. Measured on CPU (2 seeds,
+# se_resnet20, 2 epochs of 4 steps): max |w_packed - w_alone| about 1e-5 and per-epoch
+# losses to about 1e-6 relative. The bounds below leave a margin of ~10x.
+WEIGHT_ATOL = 2e-4
+LOSS_RTOL = 1e-4
+
+
+def _cfg(tmp_path: Path, seed: int, folder: str, **kw) -> TrainConfig:
+    base = dict(model="se_resnet20", dataset="builtin", preset="fast", epochs=2, batch_size=50,
+                subset=200, device="cpu", seed=seed, out=str(tmp_path / folder / f"s{seed}"),
+                tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment=folder,
+                resume=True, tags={"senet.seed": str(seed)}, run_name=f"p s{seed}")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _no_system_metrics(monkeypatch):
+    monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
+
+
+def test_packed_seeds_match_seeds_trained_alone(tmp_path):
+    seeds = [0, 1]
+    alone = [run_training(_cfg(tmp_path, s, "alone")) for s in seeds]
+    outcomes = run_packed([_cfg(tmp_path, s, "packed") for s in seeds])
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_ids = set()
+    for s, ref, got in zip(seeds, alone, outcomes, strict=True):
+        assert isinstance(got, dict), got
+        folder = tmp_path / "packed" / f"s{s}"
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["status"] == "FINISHED" and summary["seed"] == s
+        assert summary["epochs_done"] == 2
+        # Own checkpoint, in run_training's format.
+        ck = torch.load(folder / "checkpoint.pt", weights_only=False)
+        ck_ref = torch.load(tmp_path / "alone" / f"s{s}" / "checkpoint.pt", weights_only=False)
+        assert ck["state"]["epoch"] == 2
+        worst = max((ck["model"][k].double() - v.double()).abs().max().item()
+                    for k, v in ck_ref["model"].items() if v.is_floating_point())
+        assert worst < WEIGHT_ATOL, worst
+        for h, h_ref in zip(ck["state"]["history"], ck_ref["state"]["history"], strict=True):
+            assert h["train_loss"] == pytest.approx(h_ref["train_loss"], rel=LOSS_RTOL)
+            assert h["val_loss"] == pytest.approx(h_ref["val_loss"], rel=LOSS_RTOL)
+        # Momentum saved per copy: the plain optimizer can load it.
+        assert len(ck["optimizer"]["state"]) == len(ck_ref["optimizer"]["state"])
+        # Own MLflow run, FINISHED, with the worker's tags and the per-copy metrics.
+        run = client.get_run(got["mlflow_run_id"])
+        run_ids.add(run.info.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["senet.seed"] == str(s)
+        assert run.info.run_name == f"p s{s}"
+        assert run.data.metrics["final_val_top1_err"] == pytest.approx(
+            ref["final_val_top1_err"], abs=0.6)  # at most one val image flips
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    assert len(run_ids) == 2
+    # The two seeds really differ (own initialisation and data order).
+    a = torch.load(tmp_path / "packed" / "s0" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "packed" / "s1" / "checkpoint.pt", weights_only=False)
+    assert not torch.equal(a["model"]["fc.weight"], b["model"]["fc.weight"])
+
+
+def test_packed_resume_continues_each_seed(tmp_path):
+    seeds = [3, 4]
+    run_packed([_cfg(tmp_path, s, "packed", epochs=1, model="resnet20") for s in seeds])
+    # Seed 3 also gets its second epoch alone first: the pack then resumes at two epochs.
+    out = run_packed([_cfg(tmp_path, s, "packed", epochs=2, model="resnet20")
+                      for s in seeds])
+    for s, got in zip(seeds, out, strict=True):
+        assert isinstance(got, dict) and got["epochs_done"] == 2
+        ck = torch.load(tmp_path / "packed" / f"s{s}" / "checkpoint.pt", weights_only=False)
+        assert [h["epoch"] for h in ck["state"]["history"]] == [1, 2]
+    # Resumed into the same MLflow run, now FINISHED with both epochs.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("packed").experiment_id])
+    assert len(runs) == 2
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_pack_refuses_points_whose_settings_differ(tmp_path):
+    with pytest.raises(SenetError, match="differ in lr") as err:
+        check_same_point([_cfg(tmp_path, 0, "x"), _cfg(tmp_path, 1, "x", lr=0.5)])
+    assert "\n" not in str(err.value)
+    with pytest.raises(SenetError, match="seeds"):
+        check_same_point([_cfg(tmp_path, 0, "x"), _cfg(tmp_path, 0, "y")])
+
+
+def test_pack_refuses_the_plateau_schedule(tmp_path):
+    preset = tmp_path / "plateau.toml"
+    preset.write_text('epochs = 1\nbatch_size = 50\n[schedule]\nkind = "plateau"\n')
+    with pytest.raises(SenetError, match="plateau"):
+        run_packed([_cfg(tmp_path, s, "x", preset=str(preset)) for s in (0, 1)])
