@@ -332,7 +332,7 @@ def _train_pack(group: list[_Copy], plan: Any, device: torch.device, counts: Any
             t0 = time.monotonic()
             dead: set[int] = set()
 
-            def note(exc: NonFiniteLoss, dead: set[int] = dead) -> None:
+            def note(exc: NonFiniteLoss, dead: set[int] = dead, step: Any = step) -> None:
                 dead.update(exc.copies)
                 # Zero the dead copies' sums so later checks see only new failures.
                 step.loss_sum.index_fill_(0, torch.tensor(sorted(dead), device=device), 0.0)
@@ -437,3 +437,106 @@ def _finish(c: _Copy, summary: dict[str, Any]) -> None:
         return
     _close(c, "FINISHED")
 
+
+
+# ---------------------------------------------------------------------------
+# The worker's side: claim seeds of one point, train them packed, report each ticket
+
+
+def packable(cfg: TrainConfig) -> str | None:
+    """Why ``cfg``'s point cannot be packed, or None."""
+    from senet.train import make_plan
+
+    if make_plan(cfg, load_preset(cfg.preset)).schedule.get("kind") == "plateau":
+        return "its preset uses the plateau schedule (the rate follows each seed's own loss)"
+    return None
+
+
+def claim_same_point(worker: Any, queue: Any, first: Any, k: int) -> list[Any]:
+    """``first`` (claimed) plus up to ``k - 1`` more WAITING tickets of the same point
+    and settings with other seeds, each claimed and settled as the worker's own claim."""
+    tickets = [first]
+    for ticket in queue.waiting():
+        if len(tickets) >= k:
+            break
+        if (ticket.point != first.point or ticket.settings != first.settings
+                or ticket.seed in {t.seed for t in tickets}):
+            continue
+        if not queue.try_claim(ticket):
+            continue
+        reason = queue.settle(ticket, worker.cfg.grace_s)
+        if reason is None:
+            tickets.append(ticket)
+        else:
+            queue.close(ticket, reason)
+            worker.say(f"{queue.name}: ticket #{ticket.number} closed: {reason}")
+    return tickets
+
+
+def train_tickets(worker: Any, queue: Any, first: Any, heartbeat: Callable[..., Any],
+                  attempt_log: Callable[[Path, dict[str, Any]], None]) -> int:
+    """Train ``first`` and up to ``worker.cfg.pack - 1`` other seeds of its point as one
+    packed model; complete or fail each ticket on its own. Returns the tickets worked on.
+
+    ``heartbeat`` and ``attempt_log`` are the worker's own (``senet.worker.Heartbeat``,
+    ``_attempt_log``), passed in so that this module does not import the worker back.
+    """
+    import contextlib
+
+    attrs = queue.attrs()
+    why = packable(worker.train_config(queue, first, attrs))
+    if why is not None:
+        worker.say(f"{queue.name}: {first.label!r} trains alone: {why}")
+        worker._train(queue, first)
+        return 1
+    tickets = claim_same_point(worker, queue, first, worker.cfg.pack)
+    if len(tickets) == 1:
+        worker._train(queue, first)
+        return 1
+    cfgs = [worker.train_config(queue, t, attrs) for t in tickets]
+    seeds = ", ".join(str(t.seed) for t in tickets)
+    worker.say(f"{queue.name}: training {first.label!r} seeds {seeds} packed (tickets "
+               f"{', '.join('#' + str(t.number) for t in tickets)})")
+    for t, cfg in zip(tickets, cfgs, strict=True):
+        attempt_log(Path(cfg.out), {"event": "start", "ticket": t.number, "packed": seeds,
+                                     "checkpoint": (Path(cfg.out) / "checkpoint.pt").exists()})
+    started = time.time()
+    beats = [heartbeat(queue, t.trial_id, worker.cfg.heartbeat_s) for t in tickets]
+    with contextlib.ExitStack() as stack:
+        for beat in beats:
+            stack.enter_context(beat)
+        try:
+            outcomes: list[Outcome] = run_packed(
+                cfgs,
+                should_stop=lambda: worker.stop_requested or any(b.lost for b in beats),
+                log=lambda k, msg: print(f"[{queue.name} {tickets[k].label} "
+                                         f"s{tickets[k].seed}] {msg}", flush=True),
+            )
+        except KeyboardInterrupt:
+            for t, cfg in zip(tickets, cfgs, strict=True):
+                worker._give_back(queue, t, "interrupted (Ctrl-C)")
+                attempt_log(Path(cfg.out), {"event": "end", "ticket": t.number,
+                                             "outcome": "interrupted"})
+            raise
+        except Exception as exc:  # noqa: BLE001 - the whole pack failed: each ticket fails
+            outcomes = [exc] * len(tickets)
+    seconds = time.time() - started
+    for t, cfg, beat, outcome in zip(tickets, cfgs, beats, outcomes, strict=True):
+        result: dict[str, Any]
+        try:
+            if isinstance(outcome, dict):
+                result = worker._report(queue, t, outcome, seconds)
+            elif (isinstance(outcome, TrainingStopped) and not beat.lost
+                  and not worker.stop_requested):
+                # Another seed of the pack was taken back: this one is fine, so it goes
+                # back to the queue and resumes from its checkpoint.
+                worker._give_back(queue, t, "stopped with its pack (another seed was lost)")
+                result = {"outcome": "interrupted"}
+            else:
+                raise outcome if isinstance(outcome, BaseException) else SenetError(
+                    "packed training returned nothing for this seed")
+        except Exception as exc:  # noqa: BLE001 - one seed's failure is that ticket's only
+            result = worker._failed(queue, t, exc, beat.lost, cfg, attrs)
+        attempt_log(Path(cfg.out), {"event": "end", "ticket": t.number, **result})
+    worker._close_parent_if_drained(queue, attrs)
+    return len(tickets)
