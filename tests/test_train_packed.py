@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from senet.config import TrainConfig
 from senet.errors import SenetError
+from senet.tracking import T_RUN_ID
 from senet.train import run_training
 from senet.train_packed import check_same_point, run_packed
 
@@ -98,3 +99,39 @@ def test_pack_refuses_the_plateau_schedule(tmp_path):
     preset.write_text('epochs = 1\nbatch_size = 50\n[schedule]\nkind = "plateau"\n')
     with pytest.raises(SenetError, match="plateau"):
         run_packed([_cfg(tmp_path, s, "x", preset=str(preset)) for s in (0, 1)])
+
+
+@pytest.mark.slow
+def test_senet_work_pack_completes_each_seed_ticket(tmp_path, tracking_uri, monkeypatch):
+    from senet import queue as q
+    from senet.cli import main as cli
+    from senet.storage import open_storage
+    from senet.ticket_store import TicketStore
+
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "pk.toml"
+    grid.write_text('dataset = "builtin"\npreset = "fast"\nmodel = "resnet20"\nepochs = 1\n'
+                    'subset = 100\nbatch_size = 50\nworkers = 0\nseeds = [0, 1]\n')
+    storage = str(tmp_path / "q.journal")
+    assert cli(["queue", str(grid), "--storage", storage, "--tracking-uri", tracking_uri]) == 0
+    runs = tmp_path / "runs"
+    assert cli(["work", "pk", "--storage", storage, "--runs-dir", str(runs),
+                "--devices", "cpu", "--pack", "2"]) == 0
+    queue = q.GridQueue.open(TicketStore(open_storage(storage, create=False)), "pk")
+    tickets = queue.tickets()
+    assert sorted(t.seed for t in tickets) == [0, 1]
+    assert all(t.state.name == "COMPLETE" for t in tickets)
+    client = MlflowClient(tracking_uri)
+    run_ids = {t.attrs[T_RUN_ID] for t in tickets}
+    assert len(run_ids) == 2
+    for t in tickets:
+        folder = next(runs.glob(f"pk/**/seed{t.seed}/summary.json")).parent
+        attempts = [json.loads(line) for line in
+                    (folder / "attempts.jsonl").read_text().splitlines()]
+        assert attempts[0]["packed"] == "0, 1" and attempts[-1]["outcome"] == "done"
+        summary = json.loads((folder / "summary.json").read_text())
+        run = client.get_run(summary["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["senet.pack_size"] == "2"
+        assert summary["mlflow_run_id"] in run_ids
+        assert t.value == pytest.approx(summary["final_val_top1_err"])
