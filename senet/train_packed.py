@@ -315,13 +315,13 @@ def _train_pack(group: list[_Copy], plan: Any, device: torch.device, counts: Any
             c.outcome = _summarise(c.state, counts, c.cfg, plan)
     if not live:
         return
-    _open_runs(live, device, lambda c: {**_params(c.cfg, plan, use_amp, 1, c.model),
-                                        "pack_size": len(live), "path": "packed"}, counts)
-    for c in live:
-        say(c.index, f"{c.cfg.model} on {c.data.name}: packed with {len(live) - 1} other "
-                     f"seed(s), {plan.epochs} epochs of {steps} steps, device {device}, "
-                     f"run {c.state['run_id']}")
     try:
+        _open_runs(live, device, lambda c: {**_params(c.cfg, plan, use_amp, 1, c.model),
+                                            "pack_size": len(live), "path": "packed"}, counts)
+        for c in live:
+            say(c.index, f"{c.cfg.model} on {c.data.name}: packed with {len(live) - 1} other "
+                         f"seed(s), {plan.epochs} epochs of {steps} steps, device {device}, "
+                         f"run {c.state['run_id']}")
         packed, optimizer = _make_pack(live, device, plan, graphs)
         step = make_train_step(packed, optimizer, amp_dtype=amp_dtype, graphs=graphs,
                                label_smoothing=plan.label_smoothing)
@@ -370,8 +370,10 @@ def _train_pack(group: list[_Copy], plan: Any, device: torch.device, counts: Any
                     say(c.index, f"FAILED: {exc}")
                     continue
                 images = train_stats[k].pop("images")
+                # This training's own images per second, as run_training logs it; the
+                # pack as a whole does len(live) times as many.
                 metrics = {**train_stats[k], **val[k], "lr": schedule.lr(epoch, 0),
-                           "img_per_s": images * len(live) / max(train_time, 1e-9)}
+                           "img_per_s": images / max(train_time, 1e-9)}
                 c.state["history"].append({"epoch": epoch, **metrics})
                 c.state["epoch"] = epoch
                 c.state["wall"] += time.monotonic() - t0
@@ -381,7 +383,7 @@ def _train_pack(group: list[_Copy], plan: Any, device: torch.device, counts: Any
                 c.run.log_metrics(metrics, step=epoch)
                 say(c.index, f"epoch {epoch}/{plan.epochs}  loss {metrics['train_loss']:.4f}  "
                              f"val err {metrics['val_top1_err']:.2f}%  "
-                             f"{metrics['img_per_s']:.0f} img/s (all copies)")
+                             f"{metrics['img_per_s'] * len(live):.0f} img/s (pack of {len(live)})")
             if not survivors:
                 return
             if len(survivors) < len(live) and epoch < plan.epochs:

@@ -135,3 +135,25 @@ def test_senet_work_pack_completes_each_seed_ticket(tmp_path, tracking_uri, monk
         assert run.data.tags["senet.pack_size"] == "2"
         assert summary["mlflow_run_id"] in run_ids
         assert t.value == pytest.approx(summary["final_val_top1_err"])
+
+
+@pytest.mark.slow
+def test_a_non_finite_copy_fails_alone_and_the_others_finish(tmp_path):
+    from senet.errors import TrainingFailed
+
+    seeds = [5, 6]
+    run_packed([_cfg(tmp_path, s, "nan", epochs=1, subset=100) for s in seeds])
+    # Poison seed 6's checkpoint: its first packed step gives a non-finite loss.
+    path = tmp_path / "nan" / "s6" / "checkpoint.pt"
+    ck = torch.load(path, weights_only=False)
+    ck["model"]["fc.weight"].fill_(float("inf"))
+    torch.save(ck, path)
+    good, bad = run_packed([_cfg(tmp_path, s, "nan", epochs=3, subset=100) for s in seeds])
+    assert isinstance(good, dict) and good["epochs_done"] == 3
+    assert isinstance(bad, TrainingFailed) and "non-finite" in str(bad)
+    failed = json.loads((tmp_path / "nan" / "s6" / "summary.json").read_text())
+    assert failed["status"] == "FAILED" and failed["epochs_done"] == 1
+    assert torch.load(path, weights_only=False)["state"]["epoch"] == 1  # last good one kept
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(good["mlflow_run_id"]).info.status == "FINISHED"
+    assert client.get_run(failed["mlflow_run_id"]).info.status == "FAILED"
