@@ -24,8 +24,27 @@ WEIGHT_ATOL = 2e-4
 LOSS_RTOL = 1e-4
 
 
+# A schedule that does not depend on the number of epochs (cosine would), so a run of 1
+# epoch resumed to 2 sees the rates of a 2-epoch run; the drop after epoch 1 checks that
+# the packed runner follows the schedule.
+PRESET = """
+batch_size = 50
+[optimizer]
+lr = 0.1
+momentum = 0.9
+weight_decay = 5e-4
+nesterov = true
+[schedule]
+kind = "multistep"
+milestones = [1]
+"""
+
+
 def _cfg(tmp_path: Path, seed: int, folder: str, **kw) -> TrainConfig:
-    base = dict(model="resnet20", dataset="builtin", preset="fast", epochs=2, batch_size=50,
+    preset = tmp_path / "steps.toml"
+    if not preset.exists():
+        preset.write_text(PRESET)
+    base = dict(model="resnet20", dataset="builtin", preset=str(preset), epochs=2, batch_size=50,
                 subset=200, device="cpu", seed=seed, out=str(tmp_path / folder / f"s{seed}"),
                 tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment=folder,
                 resume=True, tags={"senet.seed": str(seed)}, run_name=f"p s{seed}")
