@@ -44,6 +44,7 @@ class WorkerConfig:
     heartbeat_s: float = field(default_factory=q.heartbeat_interval)
     grace_s: float = field(default_factory=q.grace_period)
     cpu_threads: int | None = None  # torch threads when several CPU workers share a host
+    pack: int = 1  # seeds of one point trained together as one packed model (--pack)
 
     @property
     def poll_s(self) -> float:
@@ -156,8 +157,11 @@ class Worker:
                 continue
             if claimed is not None:
                 queue, ticket = claimed
-                self._train(queue, ticket)
-                self.runs += 1
+                if self.cfg.pack > 1:
+                    self.runs += self._train_pack(queue, ticket)
+                else:
+                    self._train(queue, ticket)
+                    self.runs += 1
                 self.say(progress_line(queue))
                 if self.cfg.max_runs is not None and self.runs >= self.cfg.max_runs:
                     why = f"--max-runs {self.cfg.max_runs} reached"
@@ -276,6 +280,13 @@ class Worker:
                 outcome = self._failed(queue, ticket, exc, beat.lost, cfg, attrs)
         _attempt_log(folder, {"event": "end", "ticket": ticket.number, **outcome})
         self._close_parent_if_drained(queue, attrs)
+
+    def _train_pack(self, queue: q.GridQueue, ticket: q.Ticket) -> int:
+        """--pack K: ``ticket`` and up to K-1 more seeds of its point as one packed model
+        (senet.train_packed); returns the tickets worked on."""
+        from senet.train_packed import train_tickets
+
+        return train_tickets(self, queue, ticket, Heartbeat, _attempt_log)
 
     def _train_fn(self) -> TrainFn:
         if self.train_fn is None:
