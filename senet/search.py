@@ -479,7 +479,14 @@ class TrialPruned(TrainingStopped):
 
 
 def queue_name(search: Search) -> str:
-    return f"{SEARCH_DIR}/{search.name}"
+    """``search/<name>``: the name a file under experiments/search/ already has."""
+    prefix = f"{SEARCH_DIR}/"
+    return search.name if search.name.startswith(prefix) else prefix + search.name
+
+
+def short_name(search: Search) -> str:
+    """The file's own name, e.g. ``se_resnet20_stage_r`` (the report's folder)."""
+    return search.name.rsplit("/", 1)[-1]
 
 
 def point_id(number: int) -> str:

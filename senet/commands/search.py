@@ -95,6 +95,7 @@ def report(search, args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from analysis.search_report import trials_from_study, write_report
+    from senet import search as s
     from senet.errors import SenetError
     from senet.storage import open_storage
 
@@ -109,7 +110,7 @@ def report(search, args: argparse.Namespace) -> int:
         raise SenetError(f"search {search.name!r}: no trial has finished yet; "
                          "run `senet work` first")
     pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
-    out = Path(args.out) if args.out else Path("results") / "search" / search.name
+    out = Path(args.out) if args.out else Path("results") / "search" / s.short_name(search)
     written = write_report(trials, out, search.objective, model=search.settings["model"],
                            title=search.title, pruned=pruned)
     print(written["table"])
