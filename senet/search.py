@@ -652,3 +652,40 @@ def after_training(queue: Any, ticket: Any, outcome: dict[str, Any]) -> None:
         mean = sum(values) / len(values)
         _tell_once(lambda: tell_result(study, number, mean, cost(search, ticket.settings),
                                        values))
+
+
+# ---------------------------------------------------------------------------
+# Pricing a search like a grid (`senet plan`)
+
+
+def is_search_file(spec: str | Path) -> bool:
+    """A grid-format file with a [space] table is a search file."""
+    try:
+        path = resolve_grid_path(str(spec))
+        return "space" in tomllib.loads(path.read_text())
+    except (SenetError, tomllib.TOMLDecodeError, OSError):
+        return False
+
+
+def as_grid(search: Search) -> Any:
+    """A stand-in grid for `senet plan`: ``trials`` distinct settings of the space (the
+    paper's uniform ones first, then the space in order), each trained once per seed.
+    Which settings the sampler will pick is unknown, but a training's cost depends on
+    the model, dataset and schedule, hardly on r, so the count and the hours hold."""
+    import itertools
+
+    from senet.grid import Grid, Point
+
+    chosen = list(uniform_params(search))
+    keys = list(search.space)
+    for combo in itertools.product(*(search.space[k] for k in keys)):
+        if len(chosen) >= search.trials:
+            break
+        params = dict(zip(keys, combo, strict=True))
+        if params not in chosen:
+            chosen.append(params)
+    # Point ids unique across files: `senet plan` caches settings by point id.
+    points = [Point(f"{queue_name(search)}/{point_id(i)}", "r=" + reduction_string(search, p),
+                    trial_settings(search, p)) for i, p in enumerate(chosen[:search.trials])]
+    return Grid(name=queue_name(search), path=search.path, title=search.title,
+                paper_table=None, paper_ref=None, seeds=list(search.seeds), points=points)
