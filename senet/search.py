@@ -370,8 +370,10 @@ def open_study(search: Search, storage: str | optuna.storages.BaseStorage) -> op
 
 
 def _counted(study: optuna.Study) -> int:
+    """Trials asked so far: enqueued ones still waiting are not asked yet (a budget
+    smaller than the paper's settings asks only the first of them)."""
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if not t.user_attrs.get(OVER_BUDGET_ATTR))
+               if t.state != TrialState.WAITING and not t.user_attrs.get(OVER_BUDGET_ATTR))
 
 
 def ask_config(study: optuna.Study, search: Search) -> tuple[int, dict[str, Any]] | None:
@@ -493,6 +495,13 @@ def point_id(number: int) -> str:
     return f"trial{number:03d}"
 
 
+def trial_of(ticket: Any) -> int | None:
+    """The trial a ticket trains, from its point id: replacement tickets (a lost worker's,
+    requeued by the queue) carry the point but not the search's own attrs."""
+    point = str(ticket.point)
+    return int(point[len("trial"):]) if point.startswith("trial") else None
+
+
 _OPENED: dict[tuple[str, int], tuple[Search, optuna.Study]] = {}
 _GRIDS: set[tuple[str, int]] = set()  # queues known to be plain grids
 
@@ -545,7 +554,7 @@ def _reduction_of(study: optuna.Study, number: int) -> str:
 def requeue_orphans(queue: Any, search: Search, study: optuna.Study) -> int:
     """Queue tickets for RUNNING trials that have none (a worker died between asking and
     queuing). Safe to race a worker doing the same: the queue settles duplicate slots."""
-    have = {int(t.attrs[T_TRIAL]) for t in queue.tickets() if T_TRIAL in t.attrs}
+    have = {trial_of(t) for t in queue.tickets()}
     added = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.number not in have and not t.user_attrs.get(OVER_BUDGET_ATTR):
@@ -576,7 +585,7 @@ def training_hooks(queue: Any, ticket: Any, cfg: Any) -> dict[str, Any]:
     if found is None:
         return {}
     search, study = found
-    number = int(ticket.attrs[T_TRIAL])
+    number = trial_of(ticket)
     cfg.tags.update({TAG_SEARCH: search.name, T_TRIAL: str(number)})
     last = _planned_epochs(ticket.settings)
     pruner = search.pruner()
@@ -602,7 +611,7 @@ def training_hooks(queue: Any, ticket: Any, cfg: Any) -> dict[str, Any]:
 
 def _close_waiting(queue: Any, number: int, reason: str) -> None:
     for t in queue.waiting():
-        if t.attrs.get(T_TRIAL) == number and queue.try_claim(t):
+        if trial_of(t) == number and queue.try_claim(t):
             queue.close(t, reason)
 
 
@@ -610,7 +619,7 @@ def pruned(queue: Any, ticket: Any, exc: TrialPruned) -> dict[str, Any]:
     """Close a pruned training's ticket for good (PRUNED, never retried), record the
     trial pruned with its last epoch, and close its seeds still waiting."""
     _, study = opened(queue)  # type: ignore[misc]
-    number = int(ticket.attrs[T_TRIAL])
+    number = trial_of(ticket)
     queue.close(ticket, str(exc))
     if _trial_state(study, number) == TrialState.RUNNING:
         _tell_once(lambda: tell_pruned(study, number, exc.epoch))
@@ -636,7 +645,7 @@ def after_training(queue: Any, ticket: Any, outcome: dict[str, Any]) -> None:
     if found is None:
         return
     search, study = found
-    number = int(ticket.attrs[T_TRIAL])
+    number = trial_of(ticket)
     if _trial_state(study, number) != TrialState.RUNNING:
         return
     if outcome.get("outcome") == "failed":
@@ -645,7 +654,7 @@ def after_training(queue: Any, ticket: Any, outcome: dict[str, Any]) -> None:
         return
     errors: dict[int, float] = {}
     for t in queue.tickets():
-        if t.attrs.get(T_TRIAL) == number and t.state == TrialState.COMPLETE:
+        if trial_of(t) == number and t.state == TrialState.COMPLETE:
             errors.setdefault(t.seed, float(t.value))
     if set(errors) >= set(search.seeds):
         values = [errors[s] for s in search.seeds]

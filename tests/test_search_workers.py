@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +26,7 @@ from senet.storage import open_storage
 from senet.worker import WorkerConfig, run_worker
 
 LOG_ENV = "SENET_TEST_TRAINING_LOG"
+HANG_ENV = "SENET_TEST_HANG"
 
 TINY = """
 model = "se_resnet20"
@@ -62,6 +64,8 @@ def fake_train(cfg, *, should_stop=None, log=None, on_epoch=None) -> dict:
     with open(os.environ[LOG_ENV], "a") as fh:
         fh.write(json.dumps({"trial": cfg.tags.get(s.T_TRIAL), "seed": cfg.seed,
                              "pid": os.getpid()}) + "\n")
+    if os.environ.get(HANG_ENV):
+        time.sleep(600)  # a worker that will be SIGKILLed while "training"
     settings = {"model": cfg.model, **cfg.model_options}
     tracker = RunTracker(cfg.tracking_uri, cfg.experiment)
     with tracked_run(tracker, run_id=None, tags=cfg.tags, parent_run_id=cfg.parent_run_id,
@@ -75,8 +79,10 @@ def fake_train(cfg, *, should_stop=None, log=None, on_epoch=None) -> dict:
     return {"final_val_top1_err": error, "mlflow_run_id": run_id}
 
 
-def _work(storage: str, runs: str, log_path: str) -> None:
+def _work(storage: str, runs: str, log_path: str, hang: bool = False) -> None:
     os.environ[LOG_ENV] = log_path
+    if hang:
+        os.environ[HANG_ENV] = "1"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_worker(WorkerConfig(storage=storage, runs_dir=runs, heartbeat_s=1.0, grace_s=60.0),
                train_fn=fake_train)
@@ -179,3 +185,40 @@ def test_pruned_trials_are_closed_in_optuna_mlflow_and_the_queue(tmp_path, track
     assert sorted(runs) == sorted(t.number for t in pruned)
     assert {(r.info.status, r.data.tags["senet.pruned"]) for r in runs.values()} == {
         ("KILLED", "1")}
+
+
+def test_a_killed_worker_s_trial_is_taken_over_and_told_once(tmp_path, tracking_uri):
+    budget = 3
+    storage, path = _start(tmp_path, tracking_uri, budget, startup=100)
+    log = tmp_path / "trainings.jsonl"
+    runs = str(tmp_path / "runs")
+    ctx = mp.get_context("spawn")
+    doomed = ctx.Process(target=_work, args=(storage, runs, str(log), True))
+    doomed.start()
+    deadline = time.time() + 120
+    while not (log.exists() and log.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(doomed.pid, signal.SIGKILL)  # mid-"training", ticket RUNNING, trial RUNNING
+    doomed.join()
+    [killed] = _trainings(log)
+    time.sleep(1.5)
+    os.environ[LOG_ENV] = str(log)
+    try:  # a grace of 1 s: the dead worker's ticket is taken back at once
+        run_worker(WorkerConfig(storage=storage, runs_dir=runs, heartbeat_s=0.5, grace_s=1.0),
+                   train_fn=fake_train)
+    finally:
+        del os.environ[LOG_ENV]
+    study, queue, search = _state(storage, path)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * budget
+    assert all(len(t.user_attrs["senet.seed_errors"]) == 2 for t in study.get_trials())
+    trainings = _trainings(log)
+    # every (trial, seed) trained once to the end; the killed one was started twice
+    assert len(trainings) == budget * 2 + 1
+    assert Counter(trainings)[killed] == 2 and len(set(trainings)) == budget * 2
+    # the replacement ticket trained the same trial, in the same MLflow run, tagged
+    replaced = [t for t in queue.tickets() if "senet.replaces" in t.attrs]
+    assert [(s.trial_of(t), t.seed) for t in replaced] == [killed]
+    runs_ = _runs(tracking_uri, queue)
+    assert len(runs_) == budget * 2 and {r.info.status for r in runs_} == {"FINISHED"}
+    assert all(r.data.tags["senet.trial"] == str(int(r.data.tags["senet.point"][5:]))
+               for r in runs_)
