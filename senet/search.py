@@ -592,12 +592,17 @@ def training_hooks(queue: Any, ticket: Any, cfg: Any) -> dict[str, Any]:
     # The paper's own settings always run to the end: the front must hold them.
     seeded = "senet.seeded" in study._storage.get_trial(_trial_id(study, number)).user_attrs
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per pruner question
+    # Only the first seed reports to the pruner, so it compares seed with seed: with each
+    # seed judged on its own, seed noise alone pruned most trials of a first CPU run.
+    judge = ticket.seed == search.seeds[0]
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         import mlflow
 
         if _trial_state(study, number) == TrialState.PRUNED:
             why = "another seed of the trial was pruned"
+        elif not judge:
+            return
         elif should_prune(study, number, epoch, metrics["val_top1_err"], pruner) \
                 and epoch < last and not seeded:  # a last epoch is done: keep its result
             why = "worse than the median of the finished trials"
