@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import tomllib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from senet.config import WORKER_KEYS
-from senet.errors import SenetError
+from senet.errors import SenetError, TrainingStopped
 from senet.grid import (
     REQUIRED_KEYS,
     _dataset_family,
@@ -363,15 +363,17 @@ def open_study(search: Search, storage: str | optuna.storages.BaseStorage) -> op
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["val_error", search.objective])
     study.set_user_attr("senet.search", search.name)
-    study.set_user_attr("senet.trials", search.trials)
+    study.set_user_attr(BUDGET_ATTR, search.trials)
     for params in uniform_params(search):
         study.enqueue_trial(params, user_attrs={"senet.seeded": "paper uniform"})
     return study
 
 
 def _counted(study: optuna.Study) -> int:
+    """Trials asked so far: enqueued ones still waiting are not asked yet (a budget
+    smaller than the paper's settings asks only the first of them)."""
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if not t.user_attrs.get(OVER_BUDGET_ATTR))
+               if t.state != TrialState.WAITING and not t.user_attrs.get(OVER_BUDGET_ATTR))
 
 
 def ask_config(study: optuna.Study, search: Search) -> tuple[int, dict[str, Any]] | None:
@@ -451,3 +453,253 @@ def should_prune(
         ))
     current: FrozenTrial = study._storage.get_trial(_trial_id(study, number))
     return bool(pruner.prune(view, current))
+
+
+# ---------------------------------------------------------------------------
+# Searches in the ticket queue: what `senet search` and the workers call
+#
+# A search is a dynamic grid: its queue (`search/<name>`) is a GridQueue whose points are
+# the trials, added as the sampler proposes them (point ``trialNNN``, one ticket per
+# seed). The Optuna study of the sampler lives in the same storage. Workers call
+# ``refill`` before claiming, ``training_hooks`` before training, ``pruned`` when the
+# pruner stopped a training, and ``after_training`` once a ticket is closed.
+
+A_SEARCH_FILE = "senet.search_file"  # queue attr: the search file, marks a search queue
+TAG_SEARCH = "senet.search"  # MLflow run tag: the search's name
+T_TRIAL = "senet.trial"  # ticket attr and MLflow run tag: the Optuna trial number
+TAG_PRUNED = "senet.pruned"  # MLflow run tag: the last epoch a pruned trial trained
+BUDGET_ATTR = "senet.trials"  # study attr: the budget (`senet search --trials` sets it)
+
+
+class TrialPruned(TrainingStopped):
+    """Raised from the epoch hook when the pruner stops a trial (or another seed of it
+    was pruned): a TrainingStopped, so the MLflow run ends KILLED."""
+
+    def __init__(self, epoch: int, why: str) -> None:
+        super().__init__(f"pruned after epoch {epoch}: {why}")
+        self.epoch = epoch
+
+
+def queue_name(search: Search) -> str:
+    """``search/<name>``: the name a file under experiments/search/ already has."""
+    prefix = f"{SEARCH_DIR}/"
+    return search.name if search.name.startswith(prefix) else prefix + search.name
+
+
+def short_name(search: Search) -> str:
+    """The file's own name, e.g. ``se_resnet20_stage_r`` (the report's folder)."""
+    return search.name.rsplit("/", 1)[-1]
+
+
+def point_id(number: int) -> str:
+    return f"trial{number:03d}"
+
+
+def trial_of(ticket: Any) -> int | None:
+    """The trial a ticket trains, from its point id: replacement tickets (a lost worker's,
+    requeued by the queue) carry the point but not the search's own attrs."""
+    point = str(ticket.point)
+    return int(point[len("trial"):]) if point.startswith("trial") else None
+
+
+_OPENED: dict[tuple[str, int], tuple[Search, optuna.Study]] = {}
+_GRIDS: set[tuple[str, int]] = set()  # queues known to be plain grids
+
+
+def opened(queue: Any) -> tuple[Search, optuna.Study] | None:
+    """The search and study behind a queue, or None for a grid's queue. Cached per
+    process; the budget is read afresh, since `senet search --trials` may raise it."""
+    key = (queue.name, id(queue.store.storage))
+    if key in _GRIDS:
+        return None
+    if key not in _OPENED:
+        path = queue.attrs().get(A_SEARCH_FILE)
+        if path is None:
+            _GRIDS.add(key)
+            return None
+        search = load_search(path)
+        _OPENED[key] = (search, open_study(search, queue.store.storage))
+    search, study = _OPENED[key]
+    budget = study.user_attrs.get(BUDGET_ATTR, search.trials)
+    return replace(search, trials=int(budget)), study
+
+
+def _trial_state(study: optuna.Study, number: int) -> TrialState:
+    return study._storage.get_trial(_trial_id(study, number)).state
+
+
+def ask_and_enqueue(queue: Any, search: Search, study: optuna.Study) -> int | None:
+    """Ask the sampler for one trial and queue a ticket per seed; the trial number, or
+    None once the budget is asked."""
+    asked = ask_config(study, search)
+    if asked is None:
+        return None
+    number, settings = asked
+    enqueue_trial(queue, search, study, number, settings)
+    return number
+
+
+def enqueue_trial(queue: Any, search: Search, study: optuna.Study, number: int,
+                  settings: dict[str, Any]) -> None:
+    label = "r=" + _reduction_of(study, number)
+    for seed in search.seeds:
+        queue.enqueue(point_id(number), seed, label, settings, {T_TRIAL: number})
+
+
+def _reduction_of(study: optuna.Study, number: int) -> str:
+    trial = study._storage.get_trial(_trial_id(study, number))
+    return str(trial.user_attrs.get("senet.reduction", "?"))
+
+
+def requeue_orphans(queue: Any, search: Search, study: optuna.Study) -> int:
+    """Queue tickets for RUNNING trials that have none (a worker died between asking and
+    queuing). Safe to race a worker doing the same: the queue settles duplicate slots."""
+    have = {trial_of(t) for t in queue.tickets()}
+    added = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number not in have and not t.user_attrs.get(OVER_BUDGET_ATTR):
+            enqueue_trial(queue, search, study, t.number, trial_settings(search, t.params))
+            added += 1
+    return added
+
+
+def refill(queue: Any) -> int | None:
+    """Before a worker claims: where a search's queue has no waiting ticket and budget is
+    left, ask the next trial and queue its tickets. Returns the trial number asked."""
+    found = opened(queue)
+    if found is None or queue.waiting():
+        return None
+    return ask_and_enqueue(queue, *found)
+
+
+def _planned_epochs(settings: dict[str, Any]) -> int:
+    from senet.config import load_preset
+
+    return int(settings.get("epochs") or load_preset(settings["preset"]).get("epochs", 1))
+
+
+def training_hooks(queue: Any, ticket: Any, cfg: Any) -> dict[str, Any]:
+    """For a search's ticket: tag the run (``senet.search``, ``senet.trial``) and return
+    run_training's ``on_epoch`` that feeds the pruner; {} for a grid's ticket."""
+    found = opened(queue)
+    if found is None:
+        return {}
+    search, study = found
+    number = trial_of(ticket)
+    cfg.tags.update({TAG_SEARCH: search.name, T_TRIAL: str(number)})
+    last = _planned_epochs(ticket.settings)
+    pruner = search.pruner()
+    # The paper's own settings always run to the end: the front must hold them.
+    seeded = "senet.seeded" in study._storage.get_trial(_trial_id(study, number)).user_attrs
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per pruner question
+    # Only the first seed reports to the pruner, so it compares seed with seed: with each
+    # seed judged on its own, seed noise alone pruned most trials of a first CPU run.
+    judge = ticket.seed == search.seeds[0]
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        import mlflow
+
+        if _trial_state(study, number) == TrialState.PRUNED:
+            why = "another seed of the trial was pruned"
+        elif not judge:
+            return
+        elif should_prune(study, number, epoch, metrics["val_top1_err"], pruner) \
+                and epoch < last and not seeded:  # a last epoch is done: keep its result
+            why = "worse than the median of the finished trials"
+        else:
+            return
+        mlflow.set_tag(TAG_PRUNED, str(epoch))
+        raise TrialPruned(epoch, why)
+
+    return {"on_epoch": on_epoch}
+
+
+def _close_waiting(queue: Any, number: int, reason: str) -> None:
+    for t in queue.waiting():
+        if trial_of(t) == number and queue.try_claim(t):
+            queue.close(t, reason)
+
+
+def pruned(queue: Any, ticket: Any, exc: TrialPruned) -> dict[str, Any]:
+    """Close a pruned training's ticket for good (PRUNED, never retried), record the
+    trial pruned with its last epoch, and close its seeds still waiting."""
+    _, study = opened(queue)  # type: ignore[misc]
+    number = trial_of(ticket)
+    queue.close(ticket, str(exc))
+    if _trial_state(study, number) == TrialState.RUNNING:
+        _tell_once(lambda: tell_pruned(study, number, exc.epoch))
+    _close_waiting(queue, number, f"trial {number} was pruned")
+    print(f"[{queue.name}] {ticket.label!r} seed {ticket.seed}: {exc}", flush=True)
+    return {"outcome": "pruned", "epoch": exc.epoch}
+
+
+def _tell_once(tell: Any) -> None:
+    """Two seeds finishing together may both try to close the trial; one wins."""
+    try:
+        tell()
+    except (RuntimeError, ValueError) as exc:  # Optuna: the trial is already finished
+        message = str(exc).lower()
+        if "finished" not in message and "cannot tell" not in message:
+            raise
+
+
+def after_training(queue: Any, ticket: Any, outcome: dict[str, Any]) -> None:
+    """Once a search's ticket is closed: when every seed of its trial is done, tell the
+    trial its mean error and cost; a failed training fails the trial."""
+    found = opened(queue)
+    if found is None:
+        return
+    search, study = found
+    number = trial_of(ticket)
+    if _trial_state(study, number) != TrialState.RUNNING:
+        return
+    if outcome.get("outcome") == "failed":
+        _tell_once(lambda: tell_failed(study, number, str(outcome.get("reason", ""))))
+        _close_waiting(queue, number, f"trial {number} failed")
+        return
+    errors: dict[int, float] = {}
+    for t in queue.tickets():
+        if trial_of(t) == number and t.state == TrialState.COMPLETE:
+            errors.setdefault(t.seed, float(t.value))
+    if set(errors) >= set(search.seeds):
+        values = [errors[s] for s in search.seeds]
+        mean = sum(values) / len(values)
+        _tell_once(lambda: tell_result(study, number, mean, cost(search, ticket.settings),
+                                       values))
+
+
+# ---------------------------------------------------------------------------
+# Pricing a search like a grid (`senet plan`)
+
+
+def is_search_file(spec: str | Path) -> bool:
+    """A grid-format file with a [space] table is a search file."""
+    try:
+        path = resolve_grid_path(str(spec))
+        return "space" in tomllib.loads(path.read_text())
+    except (SenetError, tomllib.TOMLDecodeError, OSError):
+        return False
+
+
+def as_grid(search: Search) -> Any:
+    """A stand-in grid for `senet plan`: ``trials`` distinct settings of the space (the
+    paper's uniform ones first, then the space in order), each trained once per seed.
+    Which settings the sampler will pick is unknown, but a training's cost depends on
+    the model, dataset and schedule, hardly on r, so the count and the hours hold."""
+    import itertools
+
+    from senet.grid import Grid, Point
+
+    chosen = list(uniform_params(search))
+    keys = list(search.space)
+    for combo in itertools.product(*(search.space[k] for k in keys)):
+        if len(chosen) >= search.trials:
+            break
+        params = dict(zip(keys, combo, strict=True))
+        if params not in chosen:
+            chosen.append(params)
+    # Point ids unique across files: `senet plan` caches settings by point id.
+    points = [Point(f"{queue_name(search)}/{point_id(i)}", "r=" + reduction_string(search, p),
+                    trial_settings(search, p)) for i, p in enumerate(chosen[:search.trials])]
+    return Grid(name=queue_name(search), path=search.path, title=search.title,
+                paper_table=None, paper_ref=None, seeds=list(search.seeds), points=points)

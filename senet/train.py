@@ -124,8 +124,12 @@ def run_training(
     *,
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one run. Returns the summary that is also written to ``out/summary.json``.
+
+    ``on_epoch(epoch, metrics)`` runs on rank 0 after each epoch is checkpointed and
+    logged (a search's pruner); an exception it raises ends the training there.
 
     Raises TrainingFailed on a non-finite loss (the MLflow run is marked FAILED and the
     last good checkpoint is kept) and TrainingStopped when ``should_stop()`` says so.
@@ -220,6 +224,8 @@ def run_training(
                                              schedule=schedule, state=state)
                     tracker.log_metrics(metrics, step=epoch)
                     say(_epoch_line(epoch, plan.epochs, metrics, state))
+                    if on_epoch is not None:
+                        on_epoch(epoch, metrics)
                 if schedule.finished:
                     say(f"validation loss plateaued after {schedule.max_drops} drops: stopping")
                     break

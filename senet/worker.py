@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from senet import queue as q
+from senet import search as searches
 from senet import tracking
 from senet.errors import SenetError, TicketFinished, TrainingFailed, one_line
 from senet.progress import format_duration
@@ -210,6 +211,7 @@ class Worker:
 
     def _claim(self, queues: list[q.GridQueue]) -> tuple[q.GridQueue, q.Ticket] | None:
         for queue in queues:
+            searches.refill(queue)  # a search asks its sampler for the next trial here
             for ticket in queue.waiting():
                 if not queue.try_claim(ticket, self.cfg.grace_s):
                     continue
@@ -263,14 +265,18 @@ class Worker:
         started = time.time()
         prefix = f"[{queue.name} {ticket.label} s{ticket.seed}]"
         outcome: dict[str, Any]
+        hooks = searches.training_hooks(queue, ticket, cfg)  # {} for a grid's ticket
         with Heartbeat(queue, ticket.trial_id, self.cfg.heartbeat_s) as beat:
             try:
                 summary = self._train_fn()(
                     cfg,
                     should_stop=lambda: beat.lost or self.stop_requested,
                     log=lambda msg: print(f"{prefix} {msg}", flush=True),
+                    **hooks,
                 )
                 outcome = self._report(queue, ticket, summary, time.time() - started)
+            except searches.TrialPruned as exc:
+                outcome = searches.pruned(queue, ticket, exc)
             except KeyboardInterrupt:
                 self._give_back(queue, ticket, "interrupted (Ctrl-C)")
                 _attempt_log(folder, {"event": "end", "ticket": ticket.number,
@@ -279,6 +285,7 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - one bad point must not stop the grid
                 outcome = self._failed(queue, ticket, exc, beat.lost, cfg, attrs)
         _attempt_log(folder, {"event": "end", "ticket": ticket.number, **outcome})
+        searches.after_training(queue, ticket, outcome)
         self._close_parent_if_drained(queue, attrs)
 
     def _train_pack(self, queue: q.GridQueue, ticket: q.Ticket) -> int:

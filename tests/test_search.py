@@ -252,3 +252,18 @@ def test_grids_take_per_stage_reduction_and_see_uniform_lists_as_duplicates(tmp_
                              'stages = "1,3"\n[axes]\nreduction = ["4,8,none"]\n', "clash.toml")
     with pytest.raises(SenetError, match=r"clash.toml:stages: option stages='1,3' disagrees"):
         load_grid(clash)
+
+
+def test_plan_prices_a_search_as_trials_times_seeds(tmp_path):
+    from senet.identity import key_of, resolved_settings
+    from senet.search import as_grid, is_search_file
+
+    path = _write(tmp_path, BASE.format(trials=9).replace("seeds = [0]", "seeds = [0, 1]"))
+    assert is_search_file(path) and not is_search_file(REPO / "experiments" / "demo.toml")
+    grid = as_grid(load_search(path))
+    assert (len(grid.points), grid.seeds) == (9, [0, 1])
+    labels = [p.label for p in grid.points]
+    assert labels[:5] == ["r=4,4,4", "r=8,8,8", "r=16,16,16", "r=32,32,32",
+                          "r=none,none,none"]  # r = 2 is not in stages 2 and 3 here
+    keys = {key_of(resolved_settings(p.settings), 0) for p in grid.points}
+    assert len(keys) == 9  # distinct settings: the plan counts 9 x 2 trainings

@@ -12,6 +12,7 @@ COMMANDS = [
     "work",
     "status",
     "plan",
+    "search",
     "tables",
     "figures",
     "excitation",

@@ -9,7 +9,7 @@ HELP = "count the unique trainings of some grids and project their device-hours"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("grids", nargs="+", metavar="GRID", help="grid names or .toml paths")
+    p.add_argument("grids", nargs="+", metavar="GRID", help="grid or search names or .toml paths")
     p.add_argument("--storage", help="queue storage to count done/running/queued trainings in "
                                      "(default ./senet-queue.journal)")
     p.add_argument("--tracking-uri", help="MLflow store whose finished runs give measured "
@@ -24,11 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
+    from senet import search
     from senet.grid import load_grid
     from senet.plan import make_plan
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    grids = [load_grid(spec) for spec in args.grids]
+    # A search file is priced as its budget: trials x seeds trainings of its model.
+    grids = [search.as_grid(search.load_search(spec)) if search.is_search_file(spec)
+             else load_grid(spec) for spec in args.grids]
     plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,
                      device=args.device, data_root=args.data_root)
     if args.json:
