@@ -109,7 +109,12 @@ def check_tracking(uri: str) -> None:
                 f"cannot reach MLflow tracking database {redact(uri)}: {one_line(exc)}"
             ) from None
     elif (path := sqlite_path(uri)) is not None:
-        if not path.parent.is_dir():
+        try:
+            folder_exists = path.parent.is_dir()
+        except OSError as exc:
+            raise SenetError(f"tracking URI {uri}: cannot look into {path.parent}: "
+                             f"{exc.strerror or exc}") from None
+        if not folder_exists:
             raise SenetError(f"tracking URI {uri}: folder {path.parent} does not exist")
         ensure_store(uri)
 
@@ -148,8 +153,13 @@ def ensure_store(uri: str) -> None:
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            import logging
+
             from mlflow import MlflowClient
 
+            # "Creating initial MLflow database tables..." is MLflow's business, not the user's.
+            for name in ("mlflow.store.db.utils", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any store failure gets one line
             raise SenetError(f"tracking store {redact(uri)} is unusable: "

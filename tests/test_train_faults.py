@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -249,7 +250,7 @@ def test_inputs_that_cannot_train_are_one_line_errors(tmp_path, capsys, monkeypa
         (["--epochs", "1", "--preset", "/nope/x.toml"], "preset file /nope/x.toml does not "
                                                         "exist"),
         (["--epochs", "1", "--batch-size", "4", "--dataset", f"folder:{tmp_path / 'one'}"],
-         "1 class found; a classifier needs at least 2 classes"),
+         "has 1 class folder; a classifier needs at least 2 classes"),
     ]
     for i, (extra, expected) in enumerate(cases):
         code = cli_main([*base, *extra, "--out", str(tmp_path / f"o{i}")])
@@ -268,9 +269,13 @@ def _as_nobody(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None,
                     reason="running as root without setpriv: root may write anywhere")
-def test_unwritable_places_are_one_line_errors_within_seconds(tmp_path, tracking_uri):
+def test_unwritable_places_are_one_line_errors_within_seconds(_mlflow_template):
+    # pytest's own temporary folders are private to root: work where `nobody` may enter
+    tmp_path = Path(tempfile.mkdtemp(prefix="senet-faults-"))
     os.chmod(tmp_path, 0o777)
-    db = Path(tracking_uri[len("sqlite:///"):])
+    db = tmp_path / "mlflow.db"
+    shutil.copy(_mlflow_template, db)
+    tracking_uri = f"sqlite:///{db}"
     os.chmod(db, 0o444)
     (tmp_path / "locked").mkdir()
     (tmp_path / "sealed").mkdir()
@@ -294,3 +299,4 @@ def test_unwritable_places_are_one_line_errors_within_seconds(tmp_path, tracking
         assert expected in err[-1], err[-1]
         assert took < 60, took
     assert not (tmp_path / "a" / "checkpoint.pt").exists()
+    shutil.rmtree(tmp_path, ignore_errors=True)
