@@ -300,3 +300,34 @@ def test_unwritable_places_are_one_line_errors_within_seconds(_mlflow_template):
         assert took < 60, took
     assert not (tmp_path / "a" / "checkpoint.pt").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Issue 9 wiring that the CPU can check
+
+
+def test_cuda_graphs_flag_reaches_the_config_and_stays_off_where_it_cannot_run():
+    from senet.cli import build_parser
+    from senet.data import load_data
+    from senet.train import _use_graphs
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "resnet20"]).cuda_graphs is True
+    assert parser.parse_args(["train", "resnet20", "--no-cuda-graphs"]).cuda_graphs is False
+    assert TrainConfig(model="resnet20").cuda_graphs is True
+    data = load_data("builtin", root=None, device=torch.device("cpu"), subset=200, seed=0,
+                     batch_size=50)
+    cfg = TrainConfig(model="resnet20")
+    assert not _use_graphs(cfg, torch.device("cpu"), data, 1)  # CPU: the eager step
+
+
+def test_compiled_trainings_share_one_inductor_cache(tmp_path, monkeypatch):
+    from senet.train import _share_inductor_cache
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("SENET_CACHE", str(tmp_path / "cache"))
+    _share_inductor_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/mine")
+    _share_inductor_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/mine"  # the user's choice stays
