@@ -331,14 +331,17 @@ def _check_same_settings(out: Path, params: dict[str, Any], resume: bool,
             saved = json.loads(saved_path.read_text()).get("resolved", {})
         except (OSError, ValueError):
             saved = {}
-        for key in sorted(set(saved) | set(params)):
+        # The model first: another model's options differ too, but naming them would mislead.
+        keys = ["model", *sorted((set(saved) | set(params)) - {"model"})]
+        for key in keys:
             if key in EXECUTION_PARAMS:
                 continue
             old, new = saved.get(key), params.get(key)
             if str(old) != str(new):
+                was = f"{key} {old}" if key in saved else f"no {key}"
                 raise SenetError(
                     f"--resume: {key} is {new} now but the checkpoint in {out} was trained with "
-                    f"{key} {old}; resume with the same settings, or give another --out")
+                    f"{was}; resume with the same settings, or give another --out")
         return
     saved_path.write_text(json.dumps({**extra, "resolved": params}, indent=2, default=str))
 
