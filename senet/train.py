@@ -244,7 +244,8 @@ def run_training(
                                            should_stop, ckpt_path)
                 train_time = time.monotonic() - t0
                 val = _evaluate(evaluator, data, world, rank)
-                _check_finite(val, f"validation at epoch {epoch}", ckpt_path)
+                _check_losses({**val, "train_loss": train_stats["train_loss"]},
+                              f"epoch {epoch}", ckpt_path)
                 schedule.end_epoch(val["val_loss"])
                 metrics = {**train_stats, **val,
                            "img_per_s": train_stats.pop("images") / max(train_time, 1e-9)}
@@ -371,6 +372,22 @@ def _check_finite(values: dict[str, float], where: str, ckpt_path: Path) -> None
     if bad:
         raise TrainingFailed(
             f"non-finite {', '.join(bad)} in {where}: the training diverged; "
+            f"{_keep_note(ckpt_path)}; lower the learning rate")
+
+
+# A cross-entropy that still learns stays within a few units of ln(classes) (2.3 for 10,
+# 6.9 for 1000). Above this the logits are of order 1e4: the weights have blown up, even
+# where float64 sums keep the number finite (`--lr 1e6` gives losses near 1e26).
+DIVERGED_LOSS = 1e4
+
+
+def _check_losses(values: dict[str, float], where: str, ckpt_path: Path) -> None:
+    _check_finite(values, where, ckpt_path)
+    huge = sorted(k for k, v in values.items() if k.endswith("loss") and v > DIVERGED_LOSS)
+    if huge:
+        shown = ", ".join(f"{k} {values[k]:.3g}" for k in huge)
+        raise TrainingFailed(
+            f"{shown} in {where}: the training diverged (a loss above {DIVERGED_LOSS:g}); "
             f"{_keep_note(ckpt_path)}; lower the learning rate")
 
 
