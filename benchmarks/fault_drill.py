@@ -93,12 +93,14 @@ def one_line_error(*words: str) -> Callable[[subprocess.CompletedProcess], Resul
 
 
 def runs(cwd: Path, db: str = "mlflow.db") -> list:
-    from mlflow import MlflowClient
+    from senet.tracking import open_client
 
     path = cwd / db
     if not path.exists():
         return []
-    client = MlflowClient(f"sqlite:///{path}")
+    # Through senet's lock: opening a store that a `senet train` is still creating would
+    # otherwise race its migration (and break it, which is what case 1 is about).
+    client = open_client(f"sqlite:///{path}")
     exps = [e.experiment_id for e in client.search_experiments()]
     return [r for r in client.search_runs(exps, "") if r.data.tags.get("senet.role") != "grid"]
 

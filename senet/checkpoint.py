@@ -54,8 +54,14 @@ def restore_training(path: Path, device: torch.device, *, model: torch.nn.Module
                      optimizer: Any, schedule: Any) -> dict[str, Any]:
     """Load ``path`` into the model, optimizer, schedule and RNGs; returns the run state."""
     ckpt = load(path, device)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    schedule.load_state_dict(ckpt["schedule"])
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise SenetError(f"checkpoint {path} does not fit this model and its settings "
+                         f"({first}); resume with the settings it was made with, or give "
+                         "another --out") from None
     set_rng_state(ckpt.get("rng"))
     return ckpt["state"]

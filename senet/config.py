@@ -48,6 +48,7 @@ class TrainConfig:
     experiment: str = _set_by("each grid gets its own MLflow experiment", "senet")
     resume: bool = _set_by("workers always resume a point from its checkpoint", False)
     compile: bool = False
+    cuda_graphs: bool = True  # CUDA graphs where they apply (CUDA, in-memory data)
     amp: bool | None = None  # None: bf16 autocast on CUDA, off on CPU
     workers: int = 4
     tags: dict[str, str] = _internal(default_factory=dict)
@@ -80,8 +81,11 @@ def available_presets() -> list[str]:
 
 def load_preset(name: str) -> dict[str, Any]:
     """A preset by name, or a path to a user's own TOML copy of one."""
-    path = Path(name)
-    if name.endswith(".toml") and path.is_file():
+    path = Path(name).expanduser()
+    if name.endswith(".toml") or "/" in name:
+        if not path.is_file():
+            raise SenetError(f"preset file {name} does not exist; give the path of a preset "
+                             f".toml file or one of {', '.join(available_presets())}")
         text = path.read_text()
     else:
         candidate = PRESET_DIR / f"{name}.toml"

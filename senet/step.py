@@ -224,8 +224,7 @@ class TrainStep:
             bad = [i for i, ok in enumerate(finite.tolist()) if not ok]
             which = "" if self.copies == 1 else f" (copies {', '.join(map(str, bad))})"
             raise NonFiniteLoss(
-                f"non-finite loss by {where}{which}; the last good checkpoint is kept; "
-                "lower the learning rate and resume", bad)
+                f"non-finite loss by {where}{which}", bad)
 
     def end_epoch(self) -> list[dict[str, float]]:
         self._check_finite(f"the end of the epoch (step {self.epoch_steps})")

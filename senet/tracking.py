@@ -6,6 +6,7 @@ experiments, the grid's parent run, and the single run of one training.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import warnings
@@ -112,8 +113,75 @@ def check_tracking(uri: str) -> None:
             raise SenetError(
                 f"cannot reach MLflow tracking database {redact(uri)}: {one_line(exc)}"
             ) from None
-    elif (path := sqlite_path(uri)) is not None and not path.parent.is_dir():
-        raise SenetError(f"tracking URI {uri}: folder {path.parent} does not exist")
+    elif (path := sqlite_path(uri)) is not None:
+        try:
+            folder_exists = path.parent.is_dir()
+        except OSError as exc:
+            raise SenetError(f"tracking URI {uri}: cannot look into {path.parent}: "
+                             f"{exc.strerror or exc}") from None
+        if not folder_exists:
+            raise SenetError(f"tracking URI {uri}: folder {path.parent} does not exist")
+        ensure_store(uri)
+
+
+# SQLite stores this process has already seen created and migrated.
+_READY_STORES: set[str] = set()
+
+
+def ensure_store(uri: str) -> None:
+    """Create and migrate a SQLite tracking store once, under a file lock, before any use.
+
+    MLflow creates a new store's tables and runs its Alembic migrations the first time a
+    client opens it; two processes doing that at once corrupt it for good ("duplicate column
+    name", "table _alembic_tmp_tags already exists"). The first process to take
+    ``<db>.lock`` migrates; the others wait, then find the schema current. Other backends
+    are created by their administrators (or a server) and need no lock here."""
+    import fcntl
+
+    path = sqlite_path(uri)
+    if path is None or uri in _READY_STORES:
+        return
+    path = path.resolve()
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SenetError(f"tracking store {path} is read-only (attempt to write a readonly "
+                         "database): make it writable or give another --tracking-uri")
+    if not os.access(path.parent, os.W_OK):
+        what = "its journal" if path.exists() else "the database"
+        raise SenetError(f"tracking URI {uri}: cannot create {what} in {path.parent}: the "
+                         "folder is not writable; choose a writable folder")
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock = open(lock_path, "a")  # noqa: SIM115 - held across the migration below
+    except OSError as exc:
+        raise SenetError(f"tracking URI {uri}: cannot create the lock file {lock_path}: "
+                         f"{exc.strerror or exc}; choose a writable folder") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            import logging
+
+            from mlflow import MlflowClient
+
+            # "Creating initial MLflow database tables..." is MLflow's business, not the user's.
+            for name in ("mlflow.store.db.utils", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any store failure gets one line
+            raise SenetError(f"tracking store {redact(uri)} is unusable: "
+                             f"{one_line(exc)[:300]}") from None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY_STORES.add(uri)
+
+
+def open_client(uri: str) -> Any:
+    """An MlflowClient for ``uri``, its store created and migrated first (see ensure_store).
+    Every senet module that reads or writes MLflow opens its client here."""
+    from mlflow import MlflowClient
+
+    prepare_env(uri)
+    ensure_store(uri)
+    return MlflowClient(tracking_uri=uri)
 
 
 def git_commit() -> str:
@@ -202,9 +270,7 @@ def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str) -> dict[str, str]:
     """Create the grid's MLflow experiment and parent run once, and record them in the
     study so every worker nests its runs under the same parent without racing to create
     it. Re-running finds the existing ones (by study attrs, then by tags)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = open_client(tracking_uri)
     attrs = queue.attrs()
     if attrs.get(A_TRACKING_URI) not in (None, tracking_uri):
         # Queued before against another tracking store: its parent run is not in this one.
@@ -240,9 +306,7 @@ def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str) -> dict[str, str]:
 def set_parent_status(tracking_uri: str, run_id: str, status: str) -> None:
     """RUNNING while the grid has work left, FINISHED once drained, so no parent run
     is left RUNNING after a grid ends."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = open_client(tracking_uri)
     if client.get_run(run_id).info.status == status:
         return
     if status == "RUNNING":
@@ -255,11 +319,10 @@ def close_orphan_runs(tracking_uri: str, experiment_id: str, tags: dict[str, str
     """Mark FAILED the RUNNING runs carrying ``tags`` (a crash outside the training loop
     can leave one behind). Returns how many were closed."""
     import mlflow
-    from mlflow import MlflowClient
 
     if mlflow.active_run() is not None:
         mlflow.end_run("FAILED")
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = open_client(tracking_uri)
     closed = 0
     for run in find_runs(client, [experiment_id], tags):
         if run.info.status == "RUNNING":
@@ -283,8 +346,16 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 # The run of one training
 
 
+class TrackingLost(SenetError):
+    """The tracking store failed while a run was open. The run is left as it is (its
+    store cannot be told); ``--resume`` continues it from the checkpoint."""
+
+
 class RunTracker:
-    """Starts, continues and closes the single MLflow run of one training."""
+    """Starts, continues and closes the single MLflow run of one training.
+
+    Once the run is open, a failing store is a TrackingLost: one line that says what
+    was kept and how to continue, instead of MLflow's chained tracebacks."""
 
     def __init__(self, uri: str | None, experiment: str) -> None:
         self.uri = with_driver(resolve_uri(uri))
@@ -292,6 +363,20 @@ class RunTracker:
         check_tracking(self.uri)
         self.experiment = experiment
         self.run_id: str | None = None
+
+    @contextmanager
+    def _store(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except SenetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any backend failure gets one line
+            raise TrackingLost(
+                f"MLflow tracking store {redact(self.uri)} failed while {what} "
+                f"(run {self.run_id}): {one_line(exc)[:200]}; the checkpoint of the last "
+                "finished epoch is kept and the run left open: run the same command with "
+                "--resume once the store answers again, and it continues the same run"
+            ) from None
 
     def start(
         self, *, run_id: str | None, tags: dict[str, str], parent_run_id: str | None,
@@ -302,14 +387,13 @@ class RunTracker:
         import logging
 
         import mlflow
-        from mlflow.tracking import MlflowClient
 
         # The monitor's INFO chatter would drown the epoch lines.
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
         logging.getLogger("mlflow.store").setLevel(logging.WARNING)
         mlflow.set_tracking_uri(self.uri)
         try:
-            client = MlflowClient(self.uri)
+            client = open_client(self.uri)
             exp_id = get_or_create_experiment(client, self.experiment)
             if run_id is None and all(k in tags for k in IDENTITY_TAGS):
                 run_id = self._find_unfinished(client, exp_id, tags)
@@ -340,27 +424,52 @@ class RunTracker:
                 return run.info.run_id
         return None
 
+    def is_finished(self, run_id: str | None) -> bool:
+        """Whether ``run_id`` exists and was closed FINISHED (before a run is open)."""
+        if run_id is None:
+            return False
+        try:
+            return open_client(self.uri).get_run(run_id).info.status == "FINISHED"
+        except SenetError:
+            raise
+        except Exception:  # noqa: BLE001 - unknown run: not finished; start() will say more
+            return False
+
     def log_params(self, params: dict[str, Any]) -> None:
         import mlflow
 
-        existing = mlflow.get_run(self.run_id).data.params
-        # Params are immutable in MLflow: a resumed run logs only what is new.
-        fresh = {k: str(v) for k, v in params.items() if k not in existing}
-        if fresh:
-            mlflow.log_params(fresh)
+        with self._store("logging params"):
+            existing = mlflow.get_run(self.run_id).data.params
+            # Params are immutable in MLflow: a resumed run logs only what is new.
+            fresh = {k: str(v) for k, v in params.items() if k not in existing}
+            if fresh:
+                mlflow.log_params(fresh)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         import mlflow
 
-        mlflow.log_metrics(metrics, step=step)
+        with self._store(f"logging metrics{'' if step is None else f' of epoch {step}'}"):
+            mlflow.log_metrics(metrics, step=step)
+
+    def log_metrics_once(self, metrics: dict[str, float]) -> int:
+        """Log the metrics the run does not hold yet (final results: a finish that was
+        interrupted and resumed logs each once). Returns how many were logged."""
+        import mlflow
+
+        with self._store("logging the final metrics"):
+            existing = mlflow.get_run(self.run_id).data.metrics
+            fresh = {k: v for k, v in metrics.items() if k not in existing}
+            if fresh:
+                mlflow.log_metrics(fresh)
+        return len(fresh)
 
     def log_missing_epochs(self, history: list[dict[str, Any]], key: str) -> int:
         """Log the epochs of ``history`` whose ``key`` metric the run lacks: a worker killed
         between saving a checkpoint and logging that epoch resumes without it otherwise.
         Returns how many epochs were logged."""
-        from mlflow import MlflowClient
-
-        logged = {m.step for m in MlflowClient(self.uri).get_metric_history(self.run_id, key)}
+        with self._store("reading the logged epochs"):
+            history_of = open_client(self.uri).get_metric_history(self.run_id, key)
+        logged = {m.step for m in history_of}
         missing = [h for h in history if h["epoch"] not in logged]
         for h in missing:
             self.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
@@ -369,14 +478,21 @@ class RunTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         import mlflow
 
-        mlflow.set_tags(tags)
+        with self._store("setting tags"):
+            mlflow.set_tags(tags)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         import mlflow
 
-        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        with self._store(f"storing {Path(path).name}"):
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     def log_dataset(self, name: str, source: str, digest: str, context: str) -> None:
+        with self._store("logging the dataset"):
+            self._log_dataset(name, source, digest, context)
+
+    @staticmethod
+    def _log_dataset(name: str, source: str, digest: str, context: str) -> None:
         import mlflow
         from mlflow.data.meta_dataset import MetaDataset
         from sqlalchemy.exc import IntegrityError
@@ -411,8 +527,21 @@ class RunTracker:
     def finish(self, status: str = "FINISHED") -> None:
         import mlflow
 
-        if mlflow.active_run() is not None:
-            mlflow.end_run(status=status)
+        with self._store(f"closing the run {status}"):
+            if mlflow.active_run() is not None:
+                mlflow.end_run(status=status)
+
+    def close_quietly(self, status: str, tags: dict[str, str]) -> None:
+        """Tag and close the run while an error is already on its way up: a failure here
+        must not bury that error (it is the one the user needs)."""
+        import mlflow
+
+        try:
+            self.set_tags(tags)
+            self.finish(status)
+        except SenetError:
+            with contextlib.suppress(Exception):
+                mlflow.end_run(status=status)  # forget the local run even if the store is gone
 
 
 @contextmanager
@@ -422,7 +551,9 @@ def tracked_run(
 ) -> Iterator[str | None]:
     """Start (or continue) the run and yield its id; on leaving, close it FINISHED, FAILED
     (TrainingFailed or any other error) or KILLED (TrainingStopped), so no run is left
-    RUNNING. With no tracker (ranks other than 0) it yields ``run_id`` and does nothing."""
+    RUNNING. A store that failed mid-run (TrackingLost) cannot be told anything: the run
+    stays open for ``--resume`` to continue. With no tracker (ranks other than 0) it
+    yields ``run_id`` and does nothing."""
     if tracker is None:
         yield run_id
         return
@@ -430,16 +561,25 @@ def tracked_run(
                             run_name=run_name, system_metrics=system_metrics)
     try:
         yield started
+    except TrackingLost:
+        _forget_local_run()
+        raise
     except TrainingStopped as exc:
-        tracker.set_tags({TAG_STOP_REASON: str(exc)})
-        tracker.finish("KILLED")
+        tracker.close_quietly("KILLED", {TAG_STOP_REASON: str(exc)[:500]})
         raise
     except TrainingFailed as exc:
-        tracker.set_tags({TAG_FAIL_REASON: str(exc)})
-        tracker.finish("FAILED")
+        tracker.close_quietly("FAILED", {TAG_FAIL_REASON: str(exc)[:500]})
         raise
     except BaseException as exc:
-        tracker.set_tags({TAG_FAIL_REASON: f"{type(exc).__name__}: {exc}"[:500]})
-        tracker.finish("FAILED")
+        tracker.close_quietly("FAILED", {TAG_FAIL_REASON: f"{type(exc).__name__}: {exc}"[:500]})
         raise
     tracker.finish("FINISHED")
+
+
+def _forget_local_run() -> None:
+    """Drop the fluent API's active run (MLflow pops it before telling the store). Should the
+    store answer after all, the run is marked KILLED, which ``--resume`` continues."""
+    import mlflow
+
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status="KILLED")

@@ -2,7 +2,8 @@
 
 ``run_training`` reads top to bottom: set-up, resume, then the epoch loop (train,
 evaluate, checkpoint, log). Checkpoint files are ``senet.checkpoint``; opening and closing
-the MLflow run is ``senet.tracking.tracked_run``; one optimisation step is ``train_step``.
+the MLflow run is ``senet.tracking.tracked_run``; the optimisation step and the evaluation
+are ``senet.step``'s (no host sync per step; CUDA graphs on CUDA by default).
 """
 
 from __future__ import annotations
@@ -19,13 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import senet
 from senet.config import TrainConfig, load_preset
 from senet.errors import SenetError, TrainingFailed, TrainingStopped
 from senet.progress import EpochBar, format_duration
+from senet.step import (
+    graphs_available,
+    make_evaluator,
+    make_graph_ready,
+    make_optimizer,
+    make_train_step,
+)
 
 
 @dataclass
@@ -53,12 +60,17 @@ def make_plan(cfg: TrainConfig, preset: dict[str, Any]) -> Plan:
     from senet.models import valid_option_names, validate_options
 
     opt = preset.get("optimizer", {})
-    batch = int(cfg.batch_size or preset.get("batch_size", 128))
-    epochs = int(cfg.epochs or preset.get("epochs", 1))
-    if batch < 1 or epochs < 1:
-        raise SenetError("batch_size and epochs must be >= 1")
+    # `is None`, not `or`: an explicit 0 is an error, never "use the preset's value".
+    batch = int(preset.get("batch_size", 128) if cfg.batch_size is None else cfg.batch_size)
+    epochs = int(preset.get("epochs", 1) if cfg.epochs is None else cfg.epochs)
+    if batch < 1:
+        raise SenetError(f"--batch-size {batch}: expected an integer >= 1")
+    if epochs < 1:
+        raise SenetError(f"--epochs {epochs}: expected an integer >= 1")
     if cfg.lr is not None:
         lr = float(cfg.lr)
+        if not (math.isfinite(lr) and lr > 0):
+            raise SenetError(f"--lr {cfg.lr}: the learning rate must be a finite number > 0")
     else:  # linear scaling rule: the preset's rate is for its reference batch
         lr = float(opt.get("lr", 0.1)) * batch / float(opt.get("lr_reference_batch", batch))
     schedule = dict(preset.get("schedule", {}))
@@ -103,13 +115,6 @@ def default_out(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.model}-{dataset}-{digest}-s{cfg.seed}"
 
 
-def _topk_errors(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    hit = top == y[:, None]
-    return int((~hit[:, 0]).sum()), int((~hit.any(1)).sum())
-
-
 def _distributed() -> tuple[int, int]:
     """(rank, world size) under torchrun; (0, 1) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -128,11 +133,11 @@ def run_training(
 ) -> dict[str, Any]:
     """Train one run. Returns the summary that is also written to ``out/summary.json``.
 
-    ``on_epoch(epoch, metrics)`` runs on rank 0 after each epoch is checkpointed and
-    logged (a search's pruner); an exception it raises ends the training there.
-
-    Raises TrainingFailed on a non-finite loss (the MLflow run is marked FAILED and the
-    last good checkpoint is kept) and TrainingStopped when ``should_stop()`` says so.
+    Raises TrainingFailed when the training diverges (a non-finite training or validation
+    loss or final metric: the MLflow run is marked FAILED and the checkpoint of the last
+    good epoch, if any, is kept) and TrainingStopped when ``should_stop()`` says so.
+    ``on_epoch(epoch, metrics)`` runs on rank 0 after each epoch is checkpointed and logged; raising
+    TrainingStopped there ends the run KILLED (a search prunes a trial this way).
     """
     from senet import checkpoint
     from senet.data import load_data
@@ -145,29 +150,34 @@ def run_training(
     is_main = rank == 0
     say = (log or (lambda msg: print(msg, flush=True))) if is_main else (lambda msg: None)
 
-    # -- set-up
+    # -- set-up: every check a user's input can fail comes before any MLflow record
     plan = make_plan(cfg, load_preset(cfg.preset))
-    tracker = RunTracker(cfg.tracking_uri, cfg.experiment) if is_main else None
     device = pick_device(cfg.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out(out)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not cfg.resume:
         raise SenetError(
             f"{ckpt_path} exists: add --resume to continue that run, or give another --out"
         )
+    tracker = RunTracker(cfg.tracking_uri, cfg.experiment) if is_main else None
+    if cfg.compile:
+        _share_inductor_cache()
 
     data = load_data(cfg.dataset, root=cfg.data_root, device=device, subset=cfg.subset,
                      seed=cfg.seed, batch_size=plan.batch_size, workers=cfg.workers)
+    _check_classes(data, plan)
     torch.manual_seed(cfg.seed)  # the same initial weights for the same seed
     model = build(cfg.model, **{**plan.model_options, "num_classes": data.num_classes})
     counts = count(model, data.image_size)
     model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=plan.lr, momentum=plan.momentum,
-                                weight_decay=plan.weight_decay, nesterov=plan.nesterov)
+    graphs = _use_graphs(cfg, device, data, world)
+    optimizer = make_optimizer(model.parameters(), lr=plan.lr, momentum=plan.momentum,
+                               weight_decay=plan.weight_decay, nesterov=plan.nesterov,
+                               device=device, graphs=graphs)
     steps = data.steps_per_epoch()
     if steps < 1:
         raise SenetError(
@@ -175,24 +185,40 @@ def run_training(
             f"{plan.batch_size}; lower --batch-size or raise --subset"
         )
     schedule = Schedule.from_preset(plan.schedule, plan.lr, plan.epochs, steps, plan.warmup)
+    use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    params = _params(cfg, plan, use_amp, world, model, graphs)
+    _check_same_settings(out, params, cfg.resume, {
+        "config": cfg.to_dict(), "gmacs": counts.gmacs, "params": counts.params})
 
     # -- resume
     state: dict[str, Any] = {"epoch": 0, "history": [], "run_id": None, "wall": 0.0}
     if ckpt_path.exists():
         state = checkpoint.restore_training(ckpt_path, device, model=model,
                                             optimizer=optimizer, schedule=schedule)
+        if graphs:  # load_state_dict put the checkpoint's float lr back
+            make_graph_ready(optimizer, device)
+    if state["run_id"] is None and cfg.resume:
+        state["run_id"] = _recorded_run_id(out)  # killed before its first checkpoint
+    finished = bool(state["history"]) and (state["epoch"] >= plan.epochs or schedule.finished)
+    if finished and tracker and tracker.is_finished(state["run_id"]):
+        say(f"{out}: this training already finished after epoch {state['epoch']} "
+            f"(MLflow run {state['run_id']}); nothing to do")
+        return _summarise(state, counts, cfg, plan)
+    if ckpt_path.exists():
         say(f"resuming {out} after epoch {state['epoch']}/{plan.epochs}")
 
-    use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
-    def autocast():  # noqa: E306
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
-
+    # The step is built after the checkpoint is loaded: a CUDA graph captures the
+    # parameters and optimizer state where they are.
+    amp_dtype = torch.bfloat16 if use_amp else None
     train_model: nn.Module = model
     if world > 1:
         train_model = nn.parallel.DistributedDataParallel(model)
     if cfg.compile:
         train_model = torch.compile(train_model)
-    params = _params(cfg, plan, use_amp, world, model)
+    step = make_train_step(train_model, optimizer, amp_dtype=amp_dtype, graphs=graphs,
+                           label_smoothing=plan.label_smoothing, check_every=CHECK_EVERY)
+    evaluator = make_evaluator(model, amp_dtype=amp_dtype, graphs=graphs,
+                               batch_size=plan.batch_size if graphs else None)
     tags = _run_tags(cfg, device)
 
     # -- the epochs, inside the MLflow run (closed FINISHED, FAILED or KILLED on leaving)
@@ -201,18 +227,25 @@ def run_training(
                      system_metrics=os.environ.get("SENET_SYSTEM_METRICS", "1") != "0",
                      ) as run_id:
         state["run_id"] = run_id
+        if is_main:
+            _record_run_id(out, run_id)
         if tracker:
-            _log_setup(tracker, cfg, params, tags, counts, data, out, state["history"])
+            _log_setup(tracker, params, tags, data, state["history"])
         say(f"{cfg.model} on {data.name}: {counts.params / 1e6:.2f}M params, "
             f"{counts.gmacs:.3f} GMACs, {data.train_len} train / {data.val_len} val images, "
-            f"{plan.epochs} epochs of {steps} steps, device {device}, run {state['run_id']}")
+            f"{plan.epochs} epochs of {steps} steps, device {device} ({step.path}"
+            f"{', compiled' if cfg.compile else ''}), run {state['run_id']}")
         try:
             for epoch in range(state["epoch"] + 1, plan.epochs + 1):
+                if finished:
+                    break
                 t0 = time.monotonic()
-                train_stats = _train_epoch(train_model, optimizer, schedule, data, epoch, plan,
-                                           autocast, world, rank, should_stop)
+                train_stats = _train_epoch(step, schedule, data, epoch, plan, world, rank,
+                                           should_stop, ckpt_path)
                 train_time = time.monotonic() - t0
-                val = _evaluate(model, data, autocast, world, rank)
+                val = _evaluate(evaluator, data, world, rank)
+                _check_losses({**val, "train_loss": train_stats["train_loss"]},
+                              f"epoch {epoch}", ckpt_path)
                 schedule.end_epoch(val["val_loss"])
                 metrics = {**train_stats, **val,
                            "img_per_s": train_stats.pop("images") / max(train_time, 1e-9)}
@@ -225,104 +258,208 @@ def run_training(
                     tracker.log_metrics(metrics, step=epoch)
                     say(_epoch_line(epoch, plan.epochs, metrics, state))
                     if on_epoch is not None:
-                        on_epoch(epoch, metrics)
+                        on_epoch(epoch, dict(metrics))
                 if schedule.finished:
                     say(f"validation loss plateaued after {schedule.max_drops} drops: stopping")
                     break
+            summary = _summarise(state, counts, cfg, plan)
+            _check_finite({k: summary[k] for k in FINAL_METRICS}, "the final metrics",
+                          ckpt_path)
         except TrainingFailed as exc:
             if is_main:
                 _write_failed_summary(out, state, exc, counts, cfg, plan)
             raise
-        summary = _summarise(state, counts, cfg, plan)
         if tracker:
             _log_results(tracker, model, data, out, summary)
     return summary
 
 
-def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-    lr: float, autocast: Any, label_smoothing: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step at learning rate ``lr``; returns (loss, logits), not synchronised."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    with autocast():
-        logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss, logits
+# How often (in steps) the training loop reads the loss to catch a divergence early; each
+# read is a device sync, and the end of every epoch checks anyway.
+CHECK_EVERY = 50
+FINAL_METRICS = ("final_val_top1_err", "final_val_top5_err", "best_val_top1_err",
+                 "best_val_top5_err")
+# Params that may change between a run and its resume (another machine, another path).
+EXECUTION_PARAMS = frozenset({"compile", "amp_bf16", "world_size", "step_path"})
+
+
+def _make_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SenetError(f"--out {out}: cannot write there ({exc.strerror or exc}); "
+                         "choose a writable folder") from None
+
+
+def _share_inductor_cache() -> None:
+    """Compile once per architecture and machine: every worker of a grid (and every later
+    run) shares Inductor's cache, unless the user chose a folder."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        base = Path(os.environ.get("SENET_CACHE") or "~/.cache/senet").expanduser()
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "inductor")
+
+
+def _check_classes(data: Any, plan: Plan) -> None:
+    if data.num_classes < 2:
+        raise SenetError(f"dataset {data.name}: {data.num_classes} class found; a classifier "
+                         "needs at least 2 classes (one folder per class)")
+    wanted = plan.model_options.get("num_classes")
+    if wanted is not None and str(wanted) != str(data.num_classes):
+        raise SenetError(f"--set num_classes={wanted}: dataset {data.name} has "
+                         f"{data.num_classes} classes and the classifier follows the dataset; "
+                         "drop num_classes")
+
+
+def _use_graphs(cfg: TrainConfig, device: torch.device, data: Any, world: int) -> bool:
+    """CUDA graphs by default where the step has static shapes: CUDA, in-memory data (full
+    batches only), one process, no torch.compile (which brings its own graphs)."""
+    from senet.data.tensor_data import TensorData
+
+    return (cfg.cuda_graphs and graphs_available(device) and isinstance(data, TensorData)
+            and world == 1 and not cfg.compile)
+
+
+def _check_same_settings(out: Path, params: dict[str, Any], resume: bool,
+                         extra: dict[str, Any]) -> None:
+    """A resumed run must train on with the settings it started with: compare with the
+    resolved settings saved in ``out/config.json``; a fresh run saves them."""
+    saved_path = out / "config.json"
+    if resume and saved_path.exists():
+        try:
+            saved = json.loads(saved_path.read_text()).get("resolved", {})
+        except (OSError, ValueError):
+            saved = {}
+        # The model first: another model's options differ too, but naming them would mislead.
+        keys = ["model", *sorted((set(saved) | set(params)) - {"model"})]
+        for key in keys:
+            if key in EXECUTION_PARAMS:
+                continue
+            old, new = saved.get(key), params.get(key)
+            if str(old) != str(new):
+                was = f"{key} {old}" if key in saved else f"no {key}"
+                raise SenetError(
+                    f"--resume: {key} is {new} now but the checkpoint in {out} was trained with "
+                    f"{was}; resume with the same settings, or give another --out")
+        return
+    saved_path.write_text(json.dumps({**extra, "resolved": params}, indent=2, default=str))
+
+
+def _recorded_run_id(out: Path) -> str | None:
+    try:
+        return json.loads((out / "run.json").read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _record_run_id(out: Path, run_id: str | None) -> None:
+    """The run id beside the checkpoint as soon as the run starts, so a training killed
+    before its first checkpoint continues the same MLflow run on --resume."""
+    if run_id is not None:
+        (out / "run.json").write_text(json.dumps({"run_id": run_id}))
+
+
+def _keep_note(ckpt_path: Path) -> str:
+    if ckpt_path.exists():
+        return f"the checkpoint of the last good epoch is kept in {ckpt_path}"
+    return "no checkpoint was written (it diverged in its first epoch)"
+
+
+def _check_finite(values: dict[str, float], where: str, ckpt_path: Path) -> None:
+    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+    if bad:
+        raise TrainingFailed(
+            f"non-finite {', '.join(bad)} in {where}: the training diverged; "
+            f"{_keep_note(ckpt_path)}; lower the learning rate")
+
+
+# A cross-entropy that still learns stays within a few units of ln(classes) (2.3 for 10,
+# 6.9 for 1000). Above this the logits are of order 1e4: the weights have blown up, even
+# where float64 sums keep the number finite (`--lr 1e6` gives losses near 1e26).
+DIVERGED_LOSS = 1e4
+
+
+def _check_losses(values: dict[str, float], where: str, ckpt_path: Path) -> None:
+    _check_finite(values, where, ckpt_path)
+    huge = sorted(k for k, v in values.items() if k.endswith("loss") and v > DIVERGED_LOSS)
+    if huge:
+        shown = ", ".join(f"{k} {values[k]:.3g}" for k in huge)
+        raise TrainingFailed(
+            f"{shown} in {where}: the training diverged (a loss above {DIVERGED_LOSS:g}); "
+            f"{_keep_note(ckpt_path)}; lower the learning rate")
 
 
 def _train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, data: Any, epoch: int,
-    plan: Plan, autocast: Any, world: int, rank: int,
-    should_stop: Callable[[], bool] | None,
+    step: Any, schedule: Any, data: Any, epoch: int, plan: Plan, world: int, rank: int,
+    should_stop: Callable[[], bool] | None, ckpt_path: Path,
 ) -> dict[str, float]:
-    model.train()
+    """One epoch through ``step``: the losses and error counts stay on the device and are
+    read once at the end (and every CHECK_EVERY steps for a non-finite loss)."""
     progress = EpochBar(data.steps_per_epoch(), epoch, plan.epochs)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    wrong = torch.zeros((), dtype=torch.int64)
-    seen = 0
-    for step, (x, y) in enumerate(data.train_batches(epoch)):
-        if world > 1:  # every rank draws the same batch and keeps its own slice
-            x, y = x[rank::world], y[rank::world]
-        lr = schedule.lr(epoch, step)
-        loss, logits = train_step(model, optimizer, x, y, lr, autocast, plan.label_smoothing)
-        loss_sum += loss.detach().double().cpu() * len(y)
-        wrong += (logits.detach().argmax(1) != y).sum().cpu()
-        seen += len(y)
-        # Check every few steps: each check is a device sync.
-        if step % 10 == 0 and not math.isfinite(float(loss_sum)):
-            raise TrainingFailed(
-                f"non-finite loss at epoch {epoch} step {step + 1} (lr {lr:g}); "
-                "the last good checkpoint is kept; lower the learning rate and resume"
-            )
-        if should_stop and should_stop():
-            raise TrainingStopped(f"stopped at epoch {epoch} step {step + 1} on request")
-        progress.update(step + 1, float(loss) if progress.enabled else None)
-    progress.close()
-    if not math.isfinite(float(loss_sum)):
-        raise TrainingFailed(
-            f"non-finite loss in epoch {epoch}; the last good checkpoint is kept; "
-            "lower the learning rate and resume"
-        )
-    return {"train_loss": float(loss_sum) / max(seen, 1),
-            "train_top1_err": 100 * float(wrong) / max(seen, 1), "lr": schedule.lr(epoch, 0),
-            "images": seen * world}
+    shown: float | None = None
+    step.begin_epoch()
+    lr = schedule.lr(epoch, 0)
+    try:
+        for i, (x, y) in enumerate(data.train_batches(epoch)):
+            if world > 1:  # every rank draws the same batch and keeps its own slice
+                x, y = x[rank::world], y[rank::world]
+            lr = schedule.lr(epoch, i)
+            step(x, y, lr)
+            if should_stop and should_stop():
+                raise TrainingStopped(f"stopped at epoch {epoch} step {i + 1} on request")
+            if progress.enabled and (i + 1) % CHECK_EVERY == 0:
+                shown = float(step.last_loss[0])  # as rare as the non-finite check
+            progress.update(i + 1, shown)
+        progress.close()
+        (stats,) = step.end_epoch()
+    except TrainingStopped:
+        raise
+    except TrainingFailed as exc:
+        progress.close()
+        raise TrainingFailed(f"epoch {epoch}: {exc} (lr {lr:g}); {_keep_note(ckpt_path)}; "
+                             "lower the learning rate and resume") from None
+    return {"train_loss": stats["train_loss"], "train_top1_err": stats["train_top1_err"],
+            "lr": schedule.lr(epoch, 0), "images": stats["images"] * world}
 
 
-@torch.no_grad()
-def _evaluate(
-    model: nn.Module, data: Any, autocast: Any, world: int = 1, rank: int = 0
-) -> dict[str, float]:
+def _evaluate(evaluator: Any, data: Any, world: int = 1, rank: int = 0) -> dict[str, float]:
     """Validation loss and errors over the whole validation split. Under torchrun each
-    rank evaluates its slice of every batch and the counts are summed over ranks, so every
+    rank evaluates its slice of every batch and the sums are added over ranks, so every
     rank gets the same numbers (its plateau schedule steps on the same loss)."""
-    model.eval()
-    n = wrong1 = wrong5 = 0
-    loss_sum = 0.0
-    for x, y in data.val_batches():
-        if world > 1:
+    if world == 1:
+        return evaluator(data.val_batches())[0]
+    seen = [0]
+
+    def mine():
+        for x, y in data.val_batches():
             x, y = x[rank::world], y[rank::world]
-            if len(y) == 0:
-                continue
-        with autocast():
-            logits = model(x)
-        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        e1, e5 = _topk_errors(logits, y)
-        wrong1, wrong5, n = wrong1 + e1, wrong5 + e5, n + len(y)
-    model.train()
-    if world > 1:
-        device = next(model.parameters()).device
-        totals = torch.tensor([loss_sum, wrong1, wrong5, n], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(totals)
-        loss_sum, wrong1, wrong5, n = totals.tolist()
-    if n == 0:
+            if len(y):
+                seen[0] += len(y)
+                yield x, y
+
+    device = next(evaluator.model.parameters()).device
+    local = {"val_loss": 0.0, "val_top1_err": 0.0, "val_top5_err": 0.0}
+    batches = mine()
+    first = next(batches, None)
+    if first is not None:
+        local = evaluator(_chain(first, batches))[0]
+    n = seen[0]
+    totals = torch.tensor([local["val_loss"] * n, round(local["val_top1_err"] * n / 100),
+                           round(local["val_top5_err"] * n / 100), n],
+                          dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(totals)
+    loss_sum, wrong1, wrong5, total = totals.tolist()  # once per evaluation
+    if total == 0:
         raise SenetError(f"dataset {data.name}: the validation split is empty")
-    return {"val_loss": loss_sum / n, "val_top1_err": 100 * wrong1 / n,
-            "val_top5_err": 100 * wrong5 / n}
+    return {"val_loss": loss_sum / total, "val_top1_err": 100 * wrong1 / total,
+            "val_top5_err": 100 * wrong5 / total}
+
+
+def _chain(first: Any, rest: Any) -> Any:
+    yield first
+    yield from rest
 
 
 # ---------------------------------------------------------------------------
@@ -330,14 +467,15 @@ def _evaluate(
 
 
 def _params(cfg: TrainConfig, plan: Plan, use_amp: bool, world: int,
-            model: nn.Module) -> dict[str, Any]:
+            model: nn.Module, graphs: bool) -> dict[str, Any]:
     return {
         "model": cfg.model, "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
         "batch_size": plan.batch_size, "lr": plan.lr, "epochs": plan.epochs,
         "subset": cfg.subset, "momentum": plan.momentum, "weight_decay": plan.weight_decay,
         "nesterov": plan.nesterov, "label_smoothing": plan.label_smoothing,
         "schedule": plan.schedule.get("kind", "constant"), "amp_bf16": use_amp,
-        "compile": cfg.compile, "world_size": world, **model.senet_options,
+        "compile": cfg.compile, "step_path": "cuda-graphs" if graphs else "eager",
+        "world_size": world, **model.senet_options,
     }
 
 
@@ -349,19 +487,16 @@ def _run_tags(cfg: TrainConfig, device: torch.device) -> dict[str, str]:
             **cfg.tags}
 
 
-def _log_setup(tracker: Any, cfg: TrainConfig, params: dict[str, Any], tags: dict[str, str],
-               counts: Any, data: Any, out: Path, history: list[dict[str, Any]]) -> None:
+def _log_setup(tracker: Any, params: dict[str, Any], tags: dict[str, str], data: Any,
+               history: list[dict[str, Any]]) -> None:
     """Tags (again: a resumed run may have moved machine), params and the dataset once the
-    run is open; config.json beside the run."""
+    run is open."""
     tracker.set_tags(tags)
     tracker.log_params(params)
     if not history:
         tracker.log_dataset(data.name, data.source, data.digest, "training")
     else:
         tracker.log_missing_epochs(history, "val_top1_err")
-    (out / "config.json").write_text(json.dumps(
-        {"config": cfg.to_dict(), "resolved": params, "gmacs": counts.gmacs,
-         "params": counts.params}, indent=2, default=str))
 
 
 def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float],
@@ -398,13 +533,13 @@ def _write_failed_summary(out: Path, state: dict[str, Any], exc: TrainingFailed,
 
 def _log_results(tracker: Any, model: nn.Module, data: Any, out: Path, summary: dict) -> None:
     """Final metrics, weights, excitation statistics and the summary; the run itself is
-    closed by ``tracked_run``."""
+    closed by ``tracked_run``. Idempotent: a finish interrupted and resumed logs each final
+    metric once (artifacts are overwritten in place)."""
     from senet.models import se_blocks
     from senet.probe import excitation_stats
 
-    tracker.log_metrics({k: float(summary[k]) for k in (
-        "final_val_top1_err", "final_val_top5_err", "best_val_top1_err", "best_val_top5_err",
-        "params", "gmacs", "wall_time_s")})
+    tracker.log_metrics_once({k: float(summary[k]) for k in (
+        *FINAL_METRICS, "params", "gmacs", "wall_time_s")})
     weights = out / "weights.pt"
     torch.save(model.state_dict(), weights)
     tracker.log_artifact(weights, "model")

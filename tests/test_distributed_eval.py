@@ -3,13 +3,12 @@ are summed over ranks: two gloo processes must report exactly what one process d
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from senet.models import build
+from senet.step import make_evaluator
 from senet.train import _evaluate
 
 
@@ -32,14 +31,14 @@ def _rank(rank: int, world: int, init: str, results) -> None:
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        results[rank] = _evaluate(_model(), _Data(), contextlib.nullcontext, world, rank)
+        results[rank] = _evaluate(make_evaluator(_model()), _Data(), world, rank)
     finally:
         torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow  # two spawned processes, each importing torch: ~10 s idle, more under load
 def test_two_ranks_report_what_one_process_does(tmp_path):
-    alone = _evaluate(_model(), _Data(), contextlib.nullcontext)
+    alone = _evaluate(make_evaluator(_model()), _Data())
     results = mp.Manager().dict()
     mp.spawn(_rank, args=(2, f"file://{tmp_path / 'rendezvous'}", results), nprocs=2)
     for rank in (0, 1):

@@ -103,14 +103,14 @@ def test_existing_checkpoint_without_resume_is_refused(tmp_path):
 
 
 def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
-    # a user's own preset file: the fast preset without its warm-up, at an absurd rate
+    # a user's own preset file: a sane first epoch, then the rate jumps to an absurd one
     preset = tmp_path / "explode.toml"
-    preset.write_text('epochs = 4\nbatch_size = 50\n[optimizer]\nlr = 1e30\n'
-                      '[schedule]\nkind = "constant"\n')
-    run_training(_cfg(tmp_path, epochs=1))
+    preset.write_text('epochs = 4\nbatch_size = 50\n[optimizer]\nlr = 0.05\n'
+                      '[schedule]\nkind = "step"\nstep_size = 1\ngamma = 1e30\n')
     ckpt = tmp_path / "run" / "checkpoint.pt"
-    with pytest.raises(TrainingFailed, match="non-finite loss"):
-        run_training(_cfg(tmp_path, epochs=4, preset=str(preset), resume=True))
+    with pytest.raises(TrainingFailed, match="non-finite") as err:
+        run_training(_cfg(tmp_path, epochs=4, preset=str(preset)))
+    assert "checkpoint of the last good epoch is kept" in str(err.value)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "FAILED" and 1 <= summary["epochs_done"] < 4
     # the checkpoint on disk is the last epoch that ended with a finite loss
@@ -121,11 +121,13 @@ def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     assert run.info.status == "FAILED"
     assert "non-finite" in run.data.tags["senet.fail_reason"]
 
-    code = cli_main(["train", "se_resnet20", *QUICK, "--epochs", "1", "--preset", str(preset),
+    code = cli_main(["train", "se_resnet20", *QUICK, "--epochs", "1", "--lr", "1e30",
+                     "--preset", str(preset),
                      "--out", str(tmp_path / "cli"),
                      "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith("senet train: error: non-finite loss")
+    assert code == 2 and err[-1].startswith("senet train: error: ") and "non-finite" in err[-1]
+    assert "no checkpoint was written" in err[-1]
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):

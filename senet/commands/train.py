@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="senet", help="MLflow experiment name")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="run the step eagerly; by default it is captured once as a CUDA "
+                        "graph and replayed, on CUDA with in-memory data")
     p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
                    help="bf16 autocast: auto = on for CUDA, off for CPU")
     p.add_argument("--workers", type=int, default=4, help="data loading processes (ImageNet)")
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         subset=args.subset, seed=args.seed, device=args.device, data_root=args.data_root,
         out=args.out, tracking_uri=args.tracking_uri, experiment=args.experiment,
-        resume=args.resume, compile=args.compile,
+        resume=args.resume, compile=args.compile, cuda_graphs=args.cuda_graphs,
         amp={"auto": None, "on": True, "off": False}[args.amp], workers=args.workers,
     )
     summary = run_training(cfg)

@@ -51,6 +51,10 @@ def load_folder(
     train_dir = find_split(root, ("train",), name)
     val_dir = find_split(root, ("test", "val"), name)
     train = scan_split(train_dir)
+    if len(train.class_names) < 2:
+        # One class trains to 0% error and proves nothing: refuse it before any work.
+        raise SenetError(f"{name}: {train_dir} has {len(train.class_names)} class folder; a "
+                         "classifier needs at least 2 classes (one folder per class)")
     val = scan_split(val_dir, train.class_names)
     width, height = image_size(train.files[0])
     source = str(root.resolve())
