@@ -518,7 +518,12 @@ def opened(queue: Any) -> tuple[Search, optuna.Study] | None:
             _GRIDS.add(key)
             return None
         search = load_search(path)
-        _OPENED[key] = (search, open_study(search, queue.store.storage))
+        study = open_study(search, queue.store.storage)
+        # Every worker's sampler would otherwise start from the same seed and, while the
+        # first generation is random, propose the same settings as every other worker
+        # (seen in the shipped CPU run: a restarted pair of workers replayed trials 6-14).
+        study.sampler.reseed_rng()
+        _OPENED[key] = (search, study)
     search, study = _OPENED[key]
     budget = study.user_attrs.get(BUDGET_ATTR, search.trials)
     return replace(search, trials=int(budget)), study
