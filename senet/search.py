@@ -502,8 +502,9 @@ def trial_of(ticket: Any) -> int | None:
     return int(point[len("trial"):]) if point.startswith("trial") else None
 
 
-_OPENED: dict[tuple[str, int], tuple[Search, optuna.Study]] = {}
-_GRIDS: set[tuple[str, int]] = set()  # queues known to be plain grids
+# Keyed by the storage's id: each value holds the storage too, so no id is reused.
+_OPENED: dict[tuple[str, int], tuple[Search, optuna.Study, Any]] = {}
+_GRIDS: dict[tuple[str, int], Any] = {}  # queues known to be plain grids
 
 
 def opened(queue: Any) -> tuple[Search, optuna.Study] | None:
@@ -515,11 +516,16 @@ def opened(queue: Any) -> tuple[Search, optuna.Study] | None:
     if key not in _OPENED:
         path = queue.attrs().get(A_SEARCH_FILE)
         if path is None:
-            _GRIDS.add(key)
+            _GRIDS[key] = queue.store.storage
             return None
         search = load_search(path)
-        _OPENED[key] = (search, open_study(search, queue.store.storage))
-    search, study = _OPENED[key]
+        study = open_study(search, queue.store.storage)
+        # Every worker's sampler would otherwise start from the same seed and, while the
+        # first generation is random, propose the same settings as every other worker
+        # (seen in the shipped CPU run: a restarted pair of workers replayed trials 6-14).
+        study.sampler.reseed_rng()
+        _OPENED[key] = (search, study, queue.store.storage)
+    search, study, _ = _OPENED[key]
     budget = study.user_attrs.get(BUDGET_ATTR, search.trials)
     return replace(search, trials=int(budget)), study
 

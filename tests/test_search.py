@@ -267,3 +267,20 @@ def test_plan_prices_a_search_as_trials_times_seeds(tmp_path):
                           "r=none,none,none"]  # r = 2 is not in stages 2 and 3 here
     keys = {key_of(resolved_settings(p.settings), 0) for p in grid.points}
     assert len(keys) == 9  # distinct settings: the plan counts 9 x 2 trainings
+
+
+def test_worker_samplers_do_not_replay_the_same_settings(tmp_path):
+    storage = f"sqlite:///{tmp_path}/r.db"
+    search = load_search(_write(tmp_path, BASE.format(trials=30)))
+    study = open_study(search, storage)
+    while study.get_trials(states=(TrialState.WAITING,)):
+        ask_config(study, search)  # the paper's settings first
+
+    def worker_draws(reseed: bool) -> list:
+        mine = open_study(search, storage)  # what each worker process opens
+        if reseed:
+            mine.sampler.reseed_rng()  # as senet.search.opened does
+        return [ask_config(mine, search)[1] for _ in range(3)]
+
+    assert worker_draws(False) == worker_draws(False)  # the replay: same seed, same draws
+    assert worker_draws(True) != worker_draws(True)
