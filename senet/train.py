@@ -418,8 +418,8 @@ def _train_epoch(
         raise
     except TrainingFailed as exc:
         progress.close()
-        raise TrainingFailed(f"epoch {epoch}: {exc} (lr {lr:g}); {_keep_note(ckpt_path)}; "
-                             "lower the learning rate and resume") from None
+        raise TrainingFailed(f"epoch {epoch}: {exc} (lr {lr:g}): the training diverged; "
+                             f"{_keep_note(ckpt_path)}; lower the learning rate") from None
     return {"train_loss": stats["train_loss"], "train_top1_err": stats["train_top1_err"],
             "lr": schedule.lr(epoch, 0), "images": stats["images"] * world}
 
