@@ -3,9 +3,10 @@
 One row per seed run (runs tagged ``senet.seed``; parent runs that only group them are
 left out). A grid's runs are found by training key (tag ``senet.key``, issue 10): a
 training shared by several grids is one run, and every grid's table reads it under its
-own point and label. Runs logged before keys existed are found by their
-``senet.grid`` / ``senet.point`` / ``senet.seed`` tags, kept only for points the grid
-still has, so an edited grid lists each label once.
+own point and label. A keyed run whose key the grid no longer has
+(a point removed, or epochs changed) is left out, so an edited grid lists each label
+once. Runs logged before keys existed are found by their ``senet.grid`` /
+``senet.point`` / ``senet.seed`` tags, as before.
 
 Columns: run_id, experiment_id, status, start_time, end_time, grid, point,
 seed, label, fail_reason, then ``param.<name>`` and ``metric.<name>`` for the run's
@@ -112,7 +113,6 @@ def fetch_runs(client: MlflowClient, grid: str | None = None,
     by_key = grid is not None and slots is not None
     # By key, a grid's runs may carry another grid's tag: read them all, match here.
     where = tag_filter({TAG_GRID: grid}) if grid is not None and not by_key else ""
-    current_points = {point for point, _, _ in slots.values()} if by_key else set()
     rows = []
     seen: set[str] = set()
     for run in _search(client, where):
@@ -124,8 +124,6 @@ def fetch_runs(client: MlflowClient, grid: str | None = None,
             point, seed, label = slots[key]
         elif grid is not None and (tags[TAG_GRID] != grid or (by_key and key)):
             continue  # another grid's; or tag_filter over-matched a name with both quotes
-        elif by_key and tags.get(TAG_POINT, "") not in current_points:
-            continue  # a point since removed or changed: the table is the grid as it stands
         else:
             try:
                 seed = int(tags[TAG_SEED])

@@ -163,6 +163,7 @@ def run_training(
         raise SenetError(
             f"{ckpt_path} exists: add --resume to continue that run, or give another --out"
         )
+    _check_same_settings(out, _plan_params(cfg, plan), cfg.resume, None)  # in seconds
     tracker = RunTracker(cfg.tracking_uri, cfg.experiment) if is_main else None
     if cfg.compile:
         _share_inductor_cache()
@@ -323,15 +324,18 @@ def _use_graphs(cfg: TrainConfig, device: torch.device, data: Any, world: int) -
 
 
 def _check_same_settings(out: Path, params: dict[str, Any], resume: bool,
-                         extra: dict[str, Any]) -> None:
+                         extra: dict[str, Any] | None) -> None:
     """A resumed run must train on with the settings it started with: compare with the
-    resolved settings saved in ``out/config.json``; a fresh run saves them."""
+    resolved settings saved in ``out/config.json``; a fresh run saves them. With ``extra``
+    None it only compares ``params`` (an early check, before the data is loaded)."""
     saved_path = out / "config.json"
     if resume and saved_path.exists():
         try:
             saved = json.loads(saved_path.read_text()).get("resolved", {})
         except (OSError, ValueError):
             saved = {}
+        if extra is None:
+            saved = {k: v for k, v in saved.items() if k in params}
         # The model first: another model's options differ too, but naming them would mislead.
         keys = ["model", *sorted((set(saved) | set(params)) - {"model"})]
         for key in keys:
@@ -344,7 +348,8 @@ def _check_same_settings(out: Path, params: dict[str, Any], resume: bool,
                     f"--resume: {key} is {new} now but the checkpoint in {out} was trained with "
                     f"{was}; resume with the same settings, or give another --out")
         return
-    saved_path.write_text(json.dumps({**extra, "resolved": params}, indent=2, default=str))
+    if extra is not None:
+        saved_path.write_text(json.dumps({**extra, "resolved": params}, indent=2, default=str))
 
 
 def _recorded_run_id(out: Path) -> str | None:
@@ -418,8 +423,8 @@ def _train_epoch(
         raise
     except TrainingFailed as exc:
         progress.close()
-        raise TrainingFailed(f"epoch {epoch}: {exc} (lr {lr:g}); {_keep_note(ckpt_path)}; "
-                             "lower the learning rate and resume") from None
+        raise TrainingFailed(f"epoch {epoch}: {exc} (lr {lr:g}): the training diverged; "
+                             f"{_keep_note(ckpt_path)}; lower the learning rate") from None
     return {"train_loss": stats["train_loss"], "train_top1_err": stats["train_top1_err"],
             "lr": schedule.lr(epoch, 0), "images": stats["images"] * world}
 
@@ -466,14 +471,21 @@ def _chain(first: Any, rest: Any) -> Any:
 # Bookkeeping around the loop
 
 
-def _params(cfg: TrainConfig, plan: Plan, use_amp: bool, world: int,
-            model: nn.Module, graphs: bool) -> dict[str, Any]:
+def _plan_params(cfg: TrainConfig, plan: Plan) -> dict[str, Any]:
+    """The params known before any data or model is loaded."""
     return {
         "model": cfg.model, "dataset": cfg.dataset, "preset": cfg.preset, "seed": cfg.seed,
         "batch_size": plan.batch_size, "lr": plan.lr, "epochs": plan.epochs,
         "subset": cfg.subset, "momentum": plan.momentum, "weight_decay": plan.weight_decay,
         "nesterov": plan.nesterov, "label_smoothing": plan.label_smoothing,
-        "schedule": plan.schedule.get("kind", "constant"), "amp_bf16": use_amp,
+        "schedule": plan.schedule.get("kind", "constant"),
+    }
+
+
+def _params(cfg: TrainConfig, plan: Plan, use_amp: bool, world: int,
+            model: nn.Module, graphs: bool) -> dict[str, Any]:
+    return {
+        **_plan_params(cfg, plan), "amp_bf16": use_amp,
         "compile": cfg.compile, "step_path": "cuda-graphs" if graphs else "eager",
         "world_size": world, **model.senet_options,
     }

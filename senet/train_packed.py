@@ -248,8 +248,11 @@ def _open_runs(group: list[_Copy], device: torch.device, params_of: Callable[[_C
         run.set_tags(tags)
         params = params_of(c)
         run.log_params(params)
-        for h in c.state["history"]:  # a resumed run may lack epochs logged after a crash
-            run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+        # A run resumed after a crash may lack epochs its checkpoint has: log only those.
+        logged = {m.step for m in run._client.get_metric_history(run.run_id, "val_top1_err")}
+        for h in c.state["history"]:
+            if h["epoch"] not in logged:
+                run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
         (c.out / "config.json").write_text(json.dumps(
             {"config": cfg.to_dict(), "resolved": params, "gmacs": counts.gmacs,
              "params": counts.params, "packed_with": len(group)}, indent=2, default=str))

@@ -299,12 +299,13 @@ def test_tables_read_a_shared_run_under_each_grids_own_label(tmp_path, tracking_
         return r.info.run_id
 
     shared = run({tr.A_GRID: "a", tr.T_POINT: "pa", tr.T_LABEL: "r=16", tr.T_KEY: "K1"}, 7.0)
-    run({tr.A_GRID: "b", tr.T_POINT: "gone", tr.T_LABEL: "reduction=4"}, 9.0)  # old epochs
-    legacy = run({tr.A_GRID: "b", tr.T_POINT: "pb2", tr.T_LABEL: "reduction=4"}, 8.0)
+    # b's reduction=4 trained before epochs changed: another key, not in today's table.
+    run({tr.A_GRID: "b", tr.T_POINT: "old", tr.T_LABEL: "reduction=4", tr.T_KEY: "K0"}, 9.0)
+    legacy = run({tr.A_GRID: "b", tr.T_POINT: "pb3", tr.T_LABEL: "reduction=8"}, 8.0)  # no key
     slots = {"K1": ("pb", 0, "default SE"), "K2": ("pb2", 0, "reduction=4")}
     b = fetch_runs(client, "b", slots=slots)
     assert sorted(zip(b["run_id"], b["point"], b["label"], strict=True)) == sorted(
-        [(shared, "pb", "default SE"), (legacy, "pb2", "reduction=4")])
+        [(shared, "pb", "default SE"), (legacy, "pb3", "reduction=8")])
     assert list(b["grid"]) == ["b", "b"]
     a = fetch_runs(client, "a", slots={"K1": ("pa", 0, "r=16")})
     assert list(a["run_id"]) == [shared] and list(a["metric.final_val_top1_err"]) == [7.0]

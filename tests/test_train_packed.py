@@ -138,7 +138,8 @@ def test_senet_work_pack_completes_each_seed_ticket(tmp_path, tracking_uri, monk
     monkeypatch.chdir(tmp_path)
     grid = tmp_path / "pk.toml"
     grid.write_text('dataset = "builtin"\npreset = "fast"\nmodel = "resnet20"\nepochs = 1\n'
-                    'subset = 100\nbatch_size = 50\nworkers = 0\nseeds = [0, 1]\n')
+                    'subset = 100\nbatch_size = 50\nworkers = 0\nseeds = [0, 1]\n'
+                    '[axes]\nlr = [0.1]\n')
     storage = str(tmp_path / "q.journal")
     assert cli(["queue", str(grid), "--storage", storage, "--tracking-uri", tracking_uri]) == 0
     runs = tmp_path / "runs"
