@@ -29,6 +29,7 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip; Playwright adds a fresh --user-data-dir of its own
 
 TINY = """
+name = "browser"
 title = "browser check"
 paper_table = "reduction"
 baseline = "ResNet-20"

@@ -18,7 +18,7 @@ preset = "fast"
 model = "resnet20"
 epochs = 1
 batch_size = 2
-seeds = [0]
+seeds = [{seed}]
 workers = 0
 [axes]
 lr = [0.1, 0.2]
@@ -90,10 +90,10 @@ def test_work_all_exits_non_zero_and_names_the_retry_when_points_fail(
     monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
     data = _broken_tree(tmp_path / "tree")
     grids = []
-    for name in ("first", "second"):
+    for seed, name in enumerate(("first", "second")):  # other seeds: no training in common
         grids.append(tmp_path / "grids" / f"{name}.toml")
         grids[-1].parent.mkdir(exist_ok=True)
-        grids[-1].write_text(BROKEN_GRID.format(data=data))
+        grids[-1].write_text(BROKEN_GRID.format(data=data, seed=seed))
     storage = str(tmp_path / "q.journal")
     stores = ["--storage", storage, "--tracking-uri", tracking_uri]
     assert main(["queue", *map(str, grids), *stores]) == 0
@@ -107,7 +107,8 @@ def test_work_all_exits_non_zero_and_names_the_retry_when_points_fail(
     import json
 
     report = json.loads(capsys.readouterr().out)
-    assert {name: r["failed"] for name, r in report.items()} == {"first": 2, "second": 2}
+    assert {name: r["failed"] for name, r in report.items()} == {"grids/first": 2,
+                                                                  "grids/second": 2}
 
     # the printed command queues exactly the failed points again, run from anywhere
     monkeypatch.chdir(tmp_path / "grids")
