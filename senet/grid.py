@@ -171,15 +171,19 @@ def _display(path: Path) -> str:
 # Parsing and validation
 
 
-def load_grid(spec: str | Path) -> Grid:
-    """Parse and fully validate a grid; raises SenetError naming `file:key`."""
+def read_grid_file(spec: str | Path) -> tuple[str, Path, dict[str, Any]]:
+    """(name for errors, path, parsed TOML) of a grid or search file."""
     path = resolve_grid_path(str(spec))
     where = _display(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return where, path, tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise SenetError(f"{where}: invalid TOML: {exc}") from None
-    return _Parser(where, path, data).parse()
+
+
+def load_grid(spec: str | Path) -> Grid:
+    """Parse and fully validate a grid; raises SenetError naming `file:key`."""
+    return _Parser(*read_grid_file(spec)).parse()
 
 
 class _Parser:

@@ -40,10 +40,10 @@ from senet.errors import SenetError, TrainingStopped
 from senet.grid import (
     REQUIRED_KEYS,
     _dataset_family,
-    _display,
     _Parser,
     grid_name,
     model_family,
+    read_grid_file,
     resolve_grid_path,
     setting_keys,
 )
@@ -102,13 +102,7 @@ class Search:
 
 def load_search(spec: str | Path) -> Search:
     """Parse and validate a search file; errors are one line naming `file:key`."""
-    path = resolve_grid_path(str(spec))
-    where = _display(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise SenetError(f"{where}: invalid TOML: {exc}") from None
-    return _SearchParser(where, path, data).parse_search()
+    return _SearchParser(*read_grid_file(spec)).parse_search()
 
 
 class _SearchParser(_Parser):

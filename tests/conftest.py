@@ -68,3 +68,20 @@ def postgres_url() -> str:
 def unique_name() -> str:
     """Grid names shared storages will not have seen before."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _no_system_metrics(monkeypatch):
+    """MLflow's system-metrics thread costs seconds per run and says nothing in a test."""
+    monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
+
+
+def quick_config(tmp_path: Path, **overrides):
+    """A TrainConfig for a seconds-long CPU training with its own MLflow store."""
+    from senet.config import TrainConfig
+
+    base = dict(model="se_resnet20", dataset="builtin", preset="fast", epochs=2, batch_size=50,
+                subset=400, device="cpu", out=str(tmp_path / "run"),
+                tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="test")
+    base.update(overrides)
+    return TrainConfig(**base)

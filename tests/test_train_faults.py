@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import quick_config
 from mlflow.tracking import MlflowClient
 
 from senet.cli import main as cli_main
@@ -28,16 +29,8 @@ QUICK = ["--subset", "400", "--batch-size", "50", "--device", "cpu"]
 
 
 def _cfg(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(model="resnet20", dataset="builtin", preset="fast", epochs=1, batch_size=50,
-                subset=400, device="cpu", out=str(tmp_path / "run"),
-                tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="test")
-    base.update(kw)
-    return TrainConfig(**base)
+    return quick_config(tmp_path, **{"model": "resnet20", "epochs": 1, **kw})
 
-
-@pytest.fixture(autouse=True)
-def _no_system_metrics(monkeypatch):
-    monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
 
 
 def _env() -> dict[str, str]:

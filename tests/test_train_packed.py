@@ -53,10 +53,6 @@ def _cfg(tmp_path: Path, seed: int, folder: str, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def _no_system_metrics(monkeypatch):
-    monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
-
 
 @pytest.mark.slow
 def test_packed_seeds_match_seeds_trained_alone_and_resume(tmp_path):
