@@ -319,7 +319,7 @@ def _train_pack(group: list[_Copy], plan: Any, device: torch.device, counts: Any
     if not live:
         return
     try:
-        _open_runs(live, device, lambda c: {**_params(c.cfg, plan, use_amp, 1, c.model),
+        _open_runs(live, device, lambda c: {**_params(c.cfg, plan, use_amp, 1, c.model, graphs),
                                             "pack_size": len(live), "path": "packed"}, counts)
         for c in live:
             say(c.index, f"{c.cfg.model} on {c.data.name}: packed with {len(live) - 1} other "

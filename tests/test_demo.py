@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from senet.cli import main
 
 TINY = """
+name = "tiny"
 title = "tiny demo"
 paper_table = "reduction"
 baseline = "SE"
@@ -61,7 +62,7 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch
     kept.write_text("committed")
     assert main(args[:3] + args[5:]) == 0
     printed = capsys.readouterr().out
-    assert "queued 0 new" in printed and "left as it is" in printed
+    assert "already done; nothing queued" in printed and "left as it is" in printed
     assert kept.read_text() == "committed"
     fresh = sorted((tmp_path / "demo-results").glob("*/tiny/tiny.md"))
     assert len(fresh) == 1 and "| plain" in fresh[0].read_text()
