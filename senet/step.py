@@ -121,6 +121,8 @@ def _as_copies(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """(N, K, C) logits and (N, K) labels, whatever the model."""
     if logits.dim() == 2:
         return logits.unsqueeze(1), y.unsqueeze(1)
+    if y.dim() == 1:  # a pack of one copy
+        return logits, y.unsqueeze(1)
     return logits, y
 
 

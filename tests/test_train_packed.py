@@ -133,7 +133,8 @@ def test_senet_work_pack_completes_each_seed_ticket(tmp_path, tracking_uri, monk
 
     monkeypatch.chdir(tmp_path)
     grid = tmp_path / "pk.toml"
-    grid.write_text('dataset = "builtin"\npreset = "fast"\nmodel = "resnet20"\nepochs = 1\n'
+    grid.write_text('name = "pk"\ndataset = "builtin"\npreset = "fast"\n'
+                    'model = "resnet20"\nepochs = 1\n'
                     'subset = 100\nbatch_size = 50\nworkers = 0\nseeds = [0, 1]\n'
                     '[axes]\nlr = [0.1]\n')
     storage = str(tmp_path / "q.journal")
@@ -149,7 +150,8 @@ def test_senet_work_pack_completes_each_seed_ticket(tmp_path, tracking_uri, monk
     run_ids = {t.attrs[T_RUN_ID] for t in tickets}
     assert len(run_ids) == 2
     for t in tickets:
-        folder = next(runs.glob(f"pk/**/seed{t.seed}/summary.json")).parent
+        folder = next(p.parent for p in runs.glob("**/summary.json")  # folders are keyed
+                      if json.loads(p.read_text())["mlflow_run_id"] == t.attrs[T_RUN_ID])
         attempts = [json.loads(line) for line in
                     (folder / "attempts.jsonl").read_text().splitlines()]
         assert attempts[0]["packed"] == "0, 1" and attempts[-1]["outcome"] == "done"
