@@ -259,9 +259,11 @@ def measured_throughput(models: dict[str, int], tracking_uri: str | None,
 
 def _from_tracking(models: dict[str, int], uri: str | None) -> dict[str, Throughput]:
     from senet import tracking
+    from senet.storage import sqlite_path
 
     uri = tracking.resolve_uri(uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
         return {}  # no store here: never create one just to look
     from mlflow import MlflowClient
 

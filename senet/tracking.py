@@ -56,12 +56,12 @@ TAG_DEVICE = "senet.device"
 TAG_FAIL_REASON = "senet.fail_reason"
 TAG_STOP_REASON = "senet.stop_reason"
 IDENTITY_TAGS = (A_GRID, T_POINT, T_SEED)  # one seed run of one grid point
+# MLflow 3's UI opens an experiment without this tag in its GenAI "Traces" view.
+TRAINING_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 # ---------------------------------------------------------------------------
 # URIs
-# MLflow 3's UI opens an experiment without this tag in its GenAI "Traces" view.
-TRAINING_EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def prepare_env(uri: str) -> None:

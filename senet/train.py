@@ -237,9 +237,9 @@ def run_training(
             f"{plan.epochs} epochs of {steps} steps, device {device} ({step.path}"
             f"{', compiled' if cfg.compile else ''}), run {state['run_id']}")
         try:
-            for epoch in range(state["epoch"] + 1, plan.epochs + 1):
-                if finished:
-                    break
+            # A finished training whose run was not closed has only its finishing step left.
+            first_epoch = plan.epochs + 1 if finished else state["epoch"] + 1
+            for epoch in range(first_epoch, plan.epochs + 1):
                 t0 = time.monotonic()
                 train_stats = _train_epoch(step, schedule, data, epoch, plan, world, rank,
                                            should_stop, ckpt_path)

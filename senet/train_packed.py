@@ -83,11 +83,14 @@ class CopyRun:
 
     def start(self, *, run_id: str | None, tags: dict[str, str], parent_run_id: str | None,
               run_name: str | None) -> str:
-        from mlflow.tracking import MlflowClient
+        from senet.tracking import (
+            IDENTITY_TAGS,
+            RunTracker,
+            get_or_create_experiment,
+            open_client,
+        )
 
-        from senet.tracking import IDENTITY_TAGS, RunTracker, get_or_create_experiment
-
-        self._client = client = MlflowClient(self.uri)
+        self._client = client = open_client(self.uri)
         exp_id = get_or_create_experiment(client, self.experiment)
         if run_id is None and all(k in tags for k in IDENTITY_TAGS):
             run_id = RunTracker._find_unfinished(client, exp_id, tags)

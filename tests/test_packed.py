@@ -142,6 +142,17 @@ def test_evaluation_repeats_one_batch_for_every_copy():
     torch.testing.assert_close(packed(repeat_inputs(x, K)), expected, atol=1e-5, rtol=1e-5)
 
 
+def _sgd_packed(packed, batches):
+    """SGD steps on the packed model, one per (xs, ys): each copy gets its own batch."""
+    opt = torch.optim.SGD(packed.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+    for xs, ys in batches:
+        total, _ = packed_loss(packed(pack_inputs(xs)), pack_targets(ys))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    return opt
+
+
 def _train_separately(models, batches, steps):
     opts = [torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
             for m in models]
@@ -180,14 +191,8 @@ def test_gradients_and_three_sgd_steps_match_separate_models(name):
     # Three SGD steps with momentum and weight decay, each copy fed its own batches.
     models = _copies(BUILDERS[name], dtype)
     packed = pack(models)
-    opt = torch.optim.SGD(packed.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
-    for xs, ys in batches:
-        total, _ = packed_loss(packed(pack_inputs(xs)), pack_targets(ys))
-        opt.zero_grad()
-        total.backward()
-        opt.step()
+    opt = _sgd_packed(packed, batches)
     separate_opts = _train_separately(models, batches, 3)
-    moved = 0.0
     for state, model in zip(unpack(packed), models, strict=True):
         for key, value in model.state_dict().items():
             torch.testing.assert_close(state[key], value, atol=1e-10, rtol=1e-8)
@@ -208,12 +213,7 @@ def test_float32_sgd_steps_stay_within_tolerance():
     models = _copies(_se_resnet20)
     packed = pack(models)
     batches = [_batches(4, torch.float32, seed=s) for s in range(3)]
-    opt = torch.optim.SGD(packed.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
-    for xs, ys in batches:
-        total, _ = packed_loss(packed(pack_inputs(xs)), pack_targets(ys))
-        opt.zero_grad()
-        total.backward()
-        opt.step()
+    _sgd_packed(packed, batches)
     _train_separately(models, batches, 3)
     for state, model in zip(unpack(packed), models, strict=True):
         for key, value in model.state_dict().items():

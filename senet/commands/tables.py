@@ -21,15 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def missing_store(tracking_uri: str | None) -> str | None:
     """The local SQLite file behind ``tracking_uri`` if it does not exist: opening it would
     create an empty store (and print MLflow's migration log) in the user's folder."""
-    from pathlib import Path
-
+    from senet.storage import sqlite_path
     from senet.tracking import resolve_uri
 
-    uri = resolve_uri(tracking_uri)
-    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
-        return None
-    path = Path(uri.removeprefix("sqlite:///"))
-    return None if path.exists() else str(path)
+    path = sqlite_path(resolve_uri(tracking_uri))
+    return None if path is None or path.exists() else str(path)
 
 
 def open_grids(tracking_uri: str | None, grids: list[str], verb: str):
