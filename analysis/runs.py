@@ -28,7 +28,7 @@ from senet.tracking import T_LABEL as TAG_LABEL
 from senet.tracking import T_POINT as TAG_POINT
 from senet.tracking import T_SEED as TAG_SEED
 from senet.tracking import TAG_FAIL_REASON as TAG_FAIL
-from senet.tracking import prepare_env, resolve_uri, tag_filter
+from senet.tracking import absolute_tracking_uri, prepare_env, resolve_uri, tag_filter
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -51,7 +51,9 @@ def open_client(tracking_uri: str | None = None) -> MlflowClient:
     """A client for ``tracking_uri``; None: $MLFLOW_TRACKING_URI, else the project default."""
     from mlflow import MlflowClient
 
-    uri = resolve_uri(tracking_uri)
+    # absolute: MLflow caches one store per URI string, so a relative SQLite URI would keep
+    # reading the first folder's file after a chdir
+    uri = absolute_tracking_uri(resolve_uri(tracking_uri))
     prepare_env(uri)
     return MlflowClient(tracking_uri=uri)
 

@@ -139,9 +139,11 @@ def ensure_store(uri: str) -> None:
     import fcntl
 
     path = sqlite_path(uri)
-    if path is None or uri in _READY_STORES:
+    if path is None:
         return
-    path = path.resolve()
+    path = path.resolve()  # a relative file is another store after a chdir
+    if str(path) in _READY_STORES:
+        return
     if path.exists() and not os.access(path, os.W_OK):
         raise SenetError(f"tracking store {path} is read-only (attempt to write a readonly "
                          "database): make it writable or give another --tracking-uri")
@@ -171,7 +173,7 @@ def ensure_store(uri: str) -> None:
                              f"{one_line(exc)[:300]}") from None
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    _READY_STORES.add(uri)
+    _READY_STORES.add(str(path))
 
 
 def open_client(uri: str) -> Any:
@@ -179,6 +181,9 @@ def open_client(uri: str) -> Any:
     Every senet module that reads or writes MLflow opens its client here."""
     from mlflow import MlflowClient
 
+    # MLflow caches one store per URI string for the whole process: a relative SQLite URI
+    # would keep reading the first folder's file after a chdir.
+    uri = absolute_tracking_uri(uri)
     prepare_env(uri)
     ensure_store(uri)
     return MlflowClient(tracking_uri=uri)
@@ -358,7 +363,7 @@ class RunTracker:
     was kept and how to continue, instead of MLflow's chained tracebacks."""
 
     def __init__(self, uri: str | None, experiment: str) -> None:
-        self.uri = with_driver(resolve_uri(uri))
+        self.uri = with_driver(absolute_tracking_uri(resolve_uri(uri)))
         # Seconds, not minutes of retries, when the store is down; before any real work.
         check_tracking(self.uri)
         self.experiment = experiment

@@ -73,9 +73,9 @@ class CopyRun:
     """One seed's MLflow run, written by run id (several are open in one process)."""
 
     def __init__(self, uri: str | None, experiment: str) -> None:
-        from senet.tracking import check_tracking, resolve_uri, with_driver
+        from senet.tracking import absolute_tracking_uri, check_tracking, resolve_uri, with_driver
 
-        self.uri = with_driver(resolve_uri(uri))
+        self.uri = with_driver(absolute_tracking_uri(resolve_uri(uri)))
         check_tracking(self.uri)
         self.experiment = experiment
         self.run_id: str | None = None

@@ -50,7 +50,7 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch
     pngs = sorted(p.name for p in (out / "tiny" / "figures").glob("*.png"))
     assert any("inter_class" in p for p in pngs) and any("error" in p for p in pngs)
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # absolute: MLflow caches by URI
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
                               filter_string="tags.`senet.seed` = '0'")
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
