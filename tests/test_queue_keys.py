@@ -168,16 +168,26 @@ def test_concurrent_queue_of_a_new_grid(tmp_path, kind):
 def test_concurrent_queue_on_postgresql(tmp_path, postgres_url, unique_name):
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     grid_name = unique_name
-    got = _concurrent_queue(tmp_path, postgres_url, tracking_uri, grid_name)
+    # The server outlives test runs and a training is queued once per store, whatever the
+    # grid: seeds no earlier run used keep these 16 trainings new to it.
+    first = int(unique_name[1:], 16)
+    try:
+        got = _concurrent_queue(tmp_path, postgres_url, tracking_uri, grid_name,
+                                seeds=[first + i for i in range(4)])
+    finally:
+        storage = open_storage(postgres_url)
+        if grid_name in {study.study_name for study in storage.get_all_studies()}:
+            storage.delete_study(storage.get_study_id_from_name(grid_name))
     assert got["codes"] == [0, 0, 0, 0], got["outputs"]
     assert (got["experiments"], got["parents"], got["tickets"], got["duplicates"]) == (1, 1, 16, 0)
 
 
-def _concurrent_queue(tmp_path: Path, storage: str, tracking_uri: str, name: str) -> dict:
+def _concurrent_queue(tmp_path: Path, storage: str, tracking_uri: str, name: str,
+                      seeds: list[int] = [0, 1, 2, 3]) -> dict:  # noqa: B006 (never mutated)
     """4 `senet queue` processes of one new 16-slot grid at once; what they left."""
     # A shared server keeps grids of earlier runs: give this one a name of its own.
     grid = grid_file(tmp_path / "g.toml", "[axes]\nreduction = [2, 4, 8, 16]\n", name=name,
-                     seeds="[0, 1, 2, 3]")
+                     seeds=str(seeds))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "senet", "queue", str(grid), "--storage", storage,
            "--tracking-uri", tracking_uri]

@@ -52,7 +52,9 @@ def _made_up_error(settings: dict, seed: int, epoch: int) -> float:
     if settings["model"] == "resnet20":
         reduction = "none,none,none"
     stages = reduction.split(",") if "," in reduction else [reduction] * 3
-    nones = 3 - len(stages) + sum(v == "none" for v in stages)
+    # a canonical trial says "no SE in stage 1" as stages = "2,3" with one shared ratio
+    with_se = str(settings.get("stages", "1,2,3")).split(",")
+    nones = sum(v == "none" or str(i) not in with_se for i, v in enumerate(stages, 1))
     return 20.0 + 5 * nones + 0.5 * seed + (10.0 if epoch == 1 else 0.0)
 
 
