@@ -13,6 +13,7 @@ and exits 1 if any case fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -360,8 +361,7 @@ def server_dies(tmp: Path) -> Result:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not (tmp / "run" / "checkpoint.pt").exists():
             time.sleep(0.5)
-        server.send_signal(signal.SIGKILL)
-        server.wait()
+        _kill_server(server)
         t0 = time.monotonic()
         err = proc.communicate(timeout=300)[1]
         took = time.monotonic() - t0
@@ -375,8 +375,15 @@ def server_dies(tmp: Path) -> Result:
         return Result(ok, f"{res.happened[:90]}; {lines} stderr line(s) in {took:.0f} s; "
                           f"resume exit {again.returncode}; runs {st}")
     finally:
-        server.send_signal(signal.SIGKILL)
-        server.wait()
+        _kill_server(server)
+
+
+def _kill_server(server: subprocess.Popen) -> None:
+    """SIGKILL the whole server: `mlflow server` serves from a uvicorn child process, which
+    outlives a SIGKILL of the parent alone and keeps answering on the port."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
 
 
 def _free_port() -> int:
@@ -391,7 +398,8 @@ def _start_server(tmp: Path, port: int) -> subprocess.Popen:
         [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
          "--default-artifact-root", str(tmp / "artifacts"), "--workers", "1"],
-        cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)  # its own process group: see _kill_server
     import urllib.request
 
     deadline = time.monotonic() + 90

@@ -86,7 +86,10 @@ def _work(storage: str, runs: str, log_path: str, hang: bool = False) -> None:
     if hang:
         os.environ[HANG_ENV] = "1"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_worker(WorkerConfig(storage=storage, runs_dir=runs, heartbeat_s=1.0, grace_s=60.0),
+    # The claim records the grace, and reapers honour it: a doomed worker's short grace
+    # lets the survivor take its ticket back seconds after the kill.
+    grace = 2.0 if hang else 60.0
+    run_worker(WorkerConfig(storage=storage, runs_dir=runs, heartbeat_s=0.5, grace_s=grace),
                train_fn=fake_train)
 
 
@@ -203,7 +206,7 @@ def test_a_killed_worker_s_trial_is_taken_over_and_told_once(tmp_path, tracking_
     os.kill(doomed.pid, signal.SIGKILL)  # mid-"training", ticket RUNNING, trial RUNNING
     doomed.join()
     [killed] = _trainings(log)
-    time.sleep(1.5)
+    time.sleep(2.5)  # past the doomed worker's grace
     os.environ[LOG_ENV] = str(log)
     try:  # a grace of 1 s: the dead worker's ticket is taken back at once
         run_worker(WorkerConfig(storage=storage, runs_dir=runs, heartbeat_s=0.5, grace_s=1.0),
