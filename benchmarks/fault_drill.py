@@ -29,6 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PY = sys.executable
+# The drill checks what is recorded, not accuracy: 300 training and 20 validation images
+# per class of the built-in data keep each case's trainings to seconds.
+DRILL_ENV = {"SENET_SYSTEM_METRICS": "0", "PYTHONUNBUFFERED": "1",
+             "SENET_BUILTIN_PER_CLASS": "300,20"}
 TINY = ["--epochs", "1", "--subset", "200", "--batch-size", "50", "--device", "cpu"]
 
 
@@ -54,8 +58,7 @@ def senet(*args: str, cwd: Path, timeout: float = 300, nobody: bool = False,
     cmd = [PY, "-m", "senet", *args]
     if nobody and os.geteuid() == 0:
         cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
-    full_env = {**os.environ, "SENET_SYSTEM_METRICS": "0", "HOME": str(cwd),
-                "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {**os.environ, **DRILL_ENV, "HOME": str(cwd), **(env or {})}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env=full_env)
 
@@ -63,8 +66,7 @@ def senet(*args: str, cwd: Path, timeout: float = 300, nobody: bool = False,
 def spawn(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [PY, "-m", "senet", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "SENET_SYSTEM_METRICS": "0", "HOME": str(cwd),
-                        "PYTHONUNBUFFERED": "1", **(env or {})},
+        text=True, env={**os.environ, **DRILL_ENV, "HOME": str(cwd), **(env or {})},
     )
 
 
@@ -355,25 +357,34 @@ def server_dies(tmp: Path) -> Result:
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(tmp, port)
     try:
-        args = ["train", "se_resnet20", "--epochs", "4", "--subset", "3000", "--batch-size",
+        args = ["train", "se_resnet20", "--epochs", "3", "--subset", "3000", "--batch-size",
                 "50", "--device", "cpu", "--out", "run", "--tracking-uri", uri]
+        started = time.monotonic()
         proc = spawn(*args, cwd=tmp)
-        deadline = time.monotonic() + 180
+        deadline = started + 300
         while time.monotonic() < deadline and not (tmp / "run" / "checkpoint.pt").exists():
             time.sleep(0.5)
+        first_epoch = time.monotonic() - started  # start-up and one epoch: an upper bound
         _kill_server(server)
         t0 = time.monotonic()
-        err = proc.communicate(timeout=300)[1]
+        err = proc.communicate(timeout=600)[1]
         took = time.monotonic() - t0
         done = subprocess.CompletedProcess(args, proc.returncode, "", err)
         res = one_line_error("tracking")(done)
-        lines = len([x for x in err.splitlines() if x.strip() and "epoch" not in x])
+        tracebacks = err.count("Traceback")
+        # The training talks to the store when an epoch ends: the line comes then, not after
+        # minutes of retries. Allowed: the epoch in flight plus 30 s.
+        in_time = took < first_epoch + 30
+        first = (f"{res.happened[:90]}; {tracebacks} tracebacks; exit {took:.0f} s after the "
+                 f"kill (an epoch took ≤ {first_epoch:.0f} s)")
         server = _start_server(tmp, port)
-        again = senet(*args, "--resume", cwd=tmp)
+        try:
+            again = senet(*args, "--resume", cwd=tmp, timeout=600).returncode
+        except subprocess.TimeoutExpired:
+            again = "none (still training after 600 s)"
         st = statuses(tmp, "server.db")
-        ok = res.passed and took < 60 and again.returncode == 0 and st == ["FINISHED"]
-        return Result(ok, f"{res.happened[:90]}; {lines} stderr line(s) in {took:.0f} s; "
-                          f"resume exit {again.returncode}; runs {st}")
+        ok = res.passed and not tracebacks and in_time and again == 0 and st == ["FINISHED"]
+        return Result(ok, f"{first}; resume exit {again}; runs {st}")
     finally:
         _kill_server(server)
 
@@ -469,7 +480,8 @@ CASES = [
     Case("grid `lr = 1e400`", "refused when queued",
          cli_case(["queue", "g.toml"], "lr", setup=_grid_setup(
              TINY_GRID.format(title="G", reductions="[4]") + "lr = 1e400\n"))),
-    Case("the MLflow server dies mid-run", "one line in seconds; --resume finishes the run",
+    Case("the MLflow server dies mid-run",
+         "one line when the epoch in flight ends, no retries; --resume finishes the run",
          server_dies),
 ]
 

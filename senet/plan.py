@@ -213,7 +213,7 @@ def dataset_sizes(dataset: str, subset: int | None, *, data_root: str | None = N
         from senet.data import builtin
 
         classes = len(builtin.CLASS_NAMES)
-        train, val = builtin.TRAIN_PER_CLASS * classes, builtin.VAL_PER_CLASS * classes
+        train, val = (n * classes for n in builtin.per_class())
     elif dataset.startswith("folder:") or (dataset in KNOWN_SIZES and data_root):
         train, val = _count_tree(dataset, data_root)
     elif dataset in KNOWN_SIZES:

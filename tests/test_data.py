@@ -84,7 +84,38 @@ def test_builtin_colour_is_global_and_never_separable():
     assert global_err < wrong_sign + 0.03 and patch_err > global_err + 0.1
 
 
-def test_builtin_data_contract():
+@pytest.fixture
+def full_builtin(monkeypatch):
+    """The built-in data at its real size, not the suite's smaller one (conftest.py)."""
+    from senet.data.builtin import SIZE_ENV, builtin_data
+
+    monkeypatch.delenv(SIZE_ENV)
+    builtin_data.cache_clear()
+    yield
+    builtin_data.cache_clear()  # later tests generate the small one again
+
+
+def test_builtin_size_env_shrinks_the_set_and_its_digest_and_rejects_nonsense(monkeypatch):
+    from senet.data.builtin import SIZE_ENV, builtin_data
+
+    small = load("builtin")
+    assert (small.train_len, small.val_len) == (1000, 200)  # "100,20" from conftest.py
+    monkeypatch.setenv(SIZE_ENV, "30,5")
+    builtin_data.cache_clear()
+    try:
+        smaller = load("builtin")
+        assert (smaller.train_len, smaller.val_len) == (300, 50)
+        assert smaller.digest != small.digest
+        monkeypatch.setenv(SIZE_ENV, "30")
+        builtin_data.cache_clear()
+        with pytest.raises(SenetError, match="SENET_BUILTIN_PER_CLASS='30': expected two"):
+            load("builtin")
+    finally:
+        monkeypatch.undo()
+        builtin_data.cache_clear()
+
+
+def test_builtin_data_contract(full_builtin):
     data = load("builtin", batch_size=64)
     assert isinstance(data, Data)
     assert data.name == "builtin" and data.num_classes == 10 and data.image_size == 32
@@ -122,12 +153,12 @@ def test_epoch_covers_each_image_once_and_drops_last_batch():
 
 
 def test_val_batches_are_unaugmented_and_complete():
-    data = load("builtin", batch_size=300)
+    data = load("builtin", batch_size=64)  # the suite's 20 validation images per class
     assert isinstance(data, TensorData)
     xs, ys = zip(*data.val_batches(), strict=True)
     x, y = torch.cat(xs), torch.cat(ys)
-    assert x.shape == (2000, 3, 32, 32) and [len(b) for b in xs][-1] == 2000 - 6 * 300
-    val_x, val_y = generate(200, offset=1)
+    assert x.shape == (200, 3, 32, 32) and [len(b) for b in xs][-1] == 200 - 3 * 64
+    val_x, val_y = generate(20, offset=1)
     mean = torch.tensor(data.mean).view(1, 3, 1, 1)
     std = torch.tensor(data.std).view(1, 3, 1, 1)
     expected = (val_x.float() / 255 - mean) / std
@@ -241,7 +272,7 @@ def test_stratified_subset_takes_first_images_of_each_class():
 
 def test_subset_on_builtin_is_stratified():
     data = load("builtin", subset=25, batch_size=5)
-    assert data.train_len == 25 and data.val_len == 2000
+    assert data.train_len == 25 and data.val_len == 200  # all of the (suite's) val set
     counts = torch.bincount(data._train_y, minlength=10).tolist()
     assert counts == [3, 3, 3, 3, 3, 2, 2, 2, 2, 2]
     assert data.digest != load("builtin").digest

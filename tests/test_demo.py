@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -34,8 +35,11 @@ reduction = 16
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch, capsys):
+def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch, capsys,
+                                                          _mlflow_template):
     monkeypatch.chdir(tmp_path)
+    # The demo's default store, already migrated (a new one is tested in test_train_faults)
+    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
     monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
     grid = tmp_path / "tiny.toml"
     grid.write_text(TINY)

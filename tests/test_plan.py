@@ -64,10 +64,10 @@ def test_plan_counts_each_training_once_across_grids(tmp_path):
 
     # Cost: epochs x (train + eval/3) images at the table's img/s (cpu rows: 521 and 493).
     key = shared[0].key
-    assert plan.images[key] == (600, 2000)
-    assert plan.hours(key) == pytest.approx(3 * (600 + EVAL_COST * 2000) / 521 / 3600)
+    assert plan.images[key] == (600, 200)  # the suite's built-in data: 20 val images/class
+    assert plan.hours(key) == pytest.approx(3 * (600 + EVAL_COST * 200) / 521 / 3600)
     se = next(t for t in plan.trainings.values() if t.model == "se_resnet20")
-    assert plan.hours(se.key) == pytest.approx(3 * (600 + EVAL_COST * 2000) / 493 / 3600)
+    assert plan.hours(se.key) == pytest.approx(3 * (600 + EVAL_COST * 200) / 493 / 3600)
 
 
 def test_plan_reads_states_from_the_queue(tmp_path):
