@@ -3,6 +3,7 @@ server for the queue tests (from SENET_TEST_POSTGRES_URL, or a local one if reac
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -82,6 +83,33 @@ def _no_system_metrics(monkeypatch):
     monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
 
 
+# The built-in dataset cut down for tests of the training machinery (resume, records,
+# failures): 100 training and 20 validation images per class instead of 1000 and 200, so
+# an epoch's evaluation is 200 images, not 2000. Same generator, same classes.
+SMALL_TRAIN_PER_CLASS = 100
+SMALL_VAL_PER_CLASS = 20
+
+
+@functools.cache
+def _small_builtin_data():
+    from senet.data import builtin
+    from senet.data.augment import channel_stats
+    from senet.data.base import tensor_digest
+
+    train = builtin.generate(SMALL_TRAIN_PER_CLASS)
+    val = builtin.generate(SMALL_VAL_PER_CLASS, offset=1)
+    return builtin.Builtin(train, val, channel_stats(train[0]), tensor_digest(*train, *val))
+
+
+@pytest.fixture
+def small_builtin(monkeypatch):
+    """`builtin` is the small built-in dataset in this process and in processes forked
+    from it."""
+    from senet.data import builtin
+
+    monkeypatch.setattr(builtin, "builtin_data", _small_builtin_data)
+
+
 def quick_config(tmp_path: Path, **overrides):
     """A TrainConfig for a seconds-long CPU training with its own MLflow store."""
     from senet.config import TrainConfig
@@ -91,3 +119,54 @@ def quick_config(tmp_path: Path, **overrides):
                 tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="test")
     base.update(overrides)
     return TrainConfig(**base)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: a process forked from this one cannot use the
+    parent's OpenMP pool (it hangs), and runs compared bit for bit must sum in one order."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fork_cli(args: list[str], *, kill_self_at: str, after: bool = False) -> int:
+    """Run `senet ARGS` in a process forked from this one (no second import of torch and
+    MLflow; the parent's monkeypatches hold) that SIGKILLs itself on entering the
+    function ``kill_self_at`` ("module.name", looked up at call time; with ``after``, as
+    soon as it returns): a kill at a known point of the training. Returns minus the signal
+    that ended the child, or its exit status."""
+    import importlib
+    import signal
+    import sys
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            import torch
+
+            from senet.cli import main
+
+            torch.set_num_threads(1)  # libgomp's pool does not survive a fork
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+            module_name, name = kill_self_at.rsplit(".", 1)
+            module = importlib.import_module(module_name)
+            real = getattr(module, name)
+
+            def die(*a, **kw):
+                result = real(*a, **kw) if after else None
+                os.kill(os.getpid(), signal.SIGKILL)
+                return result
+
+            setattr(module, name, die)
+            os._exit(100 + main(args))
+        except BaseException:  # noqa: BLE001 - any way out of the child is os._exit
+            os._exit(99)
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)

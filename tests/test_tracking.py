@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -10,22 +11,25 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-# Each process signals that it is ready (MLflow imported, run started), then spins until
-# the test creates the go file, so the dataset inserts of all three land together.
+# Each process does the rounds in turn: it signals that it is ready (MLflow imported, run
+# started in that round's store), then spins until the test creates the round's go file, so
+# the dataset inserts of all three land together.
 WORKER = """
 import sys, time
 from pathlib import Path
 from senet.tracking import RunTracker
-uri, folder, tag = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-tracker = RunTracker(uri, "race")
-tracker.start(run_id=None, tags={"who": tag}, parent_run_id=None, run_name=tag,
-              system_metrics=False)
-(folder / f"ready-{tag}").touch()
-deadline = time.monotonic() + 120
-while not (folder / "go").exists() and time.monotonic() < deadline:
-    time.sleep(0.001)
-tracker.log_dataset("builtin", "senet://builtin/x", "abc123", "training")
-tracker.finish()
+tag, folders = sys.argv[1], [Path(f) for f in sys.argv[2:]]
+for folder in folders:
+    tracker = RunTracker(f"sqlite:///{folder}/race.db", "race")
+    tracker.start(run_id=None, tags={"who": tag}, parent_run_id=None, run_name=tag,
+                  system_metrics=False)
+    (folder / f"ready-{tag}").touch()
+    deadline = time.monotonic() + 120
+    while not (folder / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    tracker.log_dataset("builtin", "senet://builtin/x", "abc123", "training")
+    tracker.finish()
+    (folder / f"done-{tag}").touch()
 """
 
 
@@ -33,31 +37,35 @@ def _wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.02)
+        time.sleep(0.005)
 
 
 @pytest.mark.slow
-def test_simultaneous_dataset_logging_never_fails_a_run(tmp_path):
+def test_simultaneous_dataset_logging_never_fails_a_run(tmp_path, _mlflow_template):
     # MLflow inserts an experiment's dataset row check-then-insert; without the retry in
     # RunTracker.log_dataset, most rounds of three simultaneous workers lost one run.
-    for round_ in range(2):
-        folder = tmp_path / f"round{round_}"
+    # Two rounds, each on its own new store, run by the same three processes.
+    folders = [tmp_path / f"round{round_}" for round_ in range(2)]
+    for folder in folders:
         folder.mkdir()
-        uri = f"sqlite:///{folder}/race.db"
-        MlflowClient(uri).create_experiment("race")
-        procs = [subprocess.Popen([sys.executable, "-c", WORKER, uri, str(folder), tag],
-                                  env={**os.environ, "SENET_SYSTEM_METRICS": "0"},
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for tag in "abc"]
-        def started(folder=folder, procs=procs) -> bool:
-            return (all((folder / f"ready-{t}").exists() for t in "abc")
+        shutil.copy(_mlflow_template, folder / "race.db")
+        MlflowClient(f"sqlite:///{folder}/race.db").create_experiment("race")
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, tag, *map(str, folders)],
+                              env={**os.environ, "SENET_SYSTEM_METRICS": "0"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for tag in "abc"]
+    for folder in folders:
+        def reached(step: str, folder=folder) -> bool:
+            return (all((folder / f"{step}-{t}").exists() for t in "abc")
                     or any(p.poll() is not None for p in procs))  # a crash ends the wait
 
-        _wait_for(started, 120, "three started runs")
+        _wait_for(lambda: reached("ready"), 120, "three started runs")
         (folder / "go").touch()
-        outputs = [p.communicate(timeout=120)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0, 0, 0], outputs
-        client = MlflowClient(uri)
+        _wait_for(lambda: reached("done"), 120, "three finished runs")
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    for folder in folders:
+        client = MlflowClient(f"sqlite:///{folder}/race.db")
         runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
         assert len(runs) == 3
         assert all(r.info.status == "FINISHED" and r.inputs.dataset_inputs for r in runs)

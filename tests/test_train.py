@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import quick_config
+from conftest import fork_cli, quick_config
 from mlflow.tracking import MlflowClient
 
 from senet.cli import main as cli_main
 from senet.config import TrainConfig
 from senet.errors import SenetError, TrainingFailed
 from senet.train import run_training
+
+# The small built-in dataset (conftest), and MLflow stores copied from a migrated one.
+pytestmark = pytest.mark.usefixtures("small_builtin")
 
 QUICK = ["--subset", "400", "--batch-size", "50", "--device", "cpu"]
 
@@ -29,7 +29,7 @@ def _cfg(tmp_path: Path, **kw) -> TrainConfig:
 
 
 @pytest.mark.slow
-def test_a_run_leaves_a_complete_mlflow_record(tmp_path):
+def test_a_run_leaves_a_complete_mlflow_record(tmp_path, tracking_uri):
     cfg = _cfg(tmp_path, model_options={"reduction": 4})
     summary = run_training(cfg)
     assert summary["status"] == "FINISHED" and summary["epochs_done"] == 2
@@ -57,45 +57,49 @@ def test_a_run_leaves_a_complete_mlflow_record(tmp_path):
     assert inputs and inputs[0].dataset.name == "builtin"
 
 
-def _kill_after_first_checkpoint(args: list[str], ckpt: Path) -> None:
-    env = {**os.environ, "SENET_SYSTEM_METRICS": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "senet", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists(), "the run should have written its first checkpoint"
-
-
 @pytest.mark.slow
-def test_killed_run_resumes_to_exactly_the_same_result(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    common = ["train", "se_resnet20", *QUICK, "--epochs", "3", "--tracking-uri", uri]
-    assert cli_main([*common, "--out", str(tmp_path / "straight")]) == 0
+def test_killed_run_resumes_to_exactly_the_same_result(tmp_path, tracking_uri, _mlflow_template,
+                                                       one_thread):
+    common = ["train", "se_resnet20", *QUICK, "--epochs", "3"]
+    assert cli_main([*common, "--out", str(tmp_path / "straight"),
+                     "--tracking-uri", tracking_uri]) == 0
     straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
 
+    # Killed in its own process (SIGKILL) just after writing the first checkpoint, before
+    # epoch 1's metrics reach MLflow; its own store, which this process has not opened.
+    killed_db = tmp_path / "killed.db"
+    shutil.copy(_mlflow_template, killed_db)
+    uri = f"sqlite:///{killed_db}"
     out = tmp_path / "killed"
-    _kill_after_first_checkpoint([*common, "--out", str(out)], out / "checkpoint.pt")
-    assert not (out / "summary.json").exists()
-    assert cli_main([*common, "--out", str(out), "--resume"]) == 0
+    args = [*common, "--out", str(out), "--tracking-uri", uri]
+    assert fork_cli(args, kill_self_at="senet.checkpoint.save_training", after=True) == \
+        -signal.SIGKILL
+    assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["epoch"] == 1
+    assert cli_main([*args, "--resume"]) == 0
     resumed = json.loads((out / "summary.json").read_text())
     for key in ("final_val_top1_err", "final_val_top5_err", "best_val_top1_err"):
         assert resumed[key] == straight[key], key
-    # the resumed training continued the same MLflow run instead of leaving an orphan
-    runs = MlflowClient(uri).search_runs(
-        [MlflowClient(uri).get_experiment_by_name("senet").experiment_id])
-    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    mine = torch.load(out / "weights.pt")
+    for name, value in torch.load(tmp_path / "straight" / "weights.pt").items():
+        assert torch.equal(mine[name], value), name
+    # the resumed training continued the same MLflow run instead of leaving an orphan,
+    # and logged the epoch the kill kept from MLflow
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("senet").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_id == resumed["mlflow_run_id"]
+    history = client.get_metric_history(run.info.run_id, "val_top1_err")
+    assert sorted(m.step for m in history) == [1, 2, 3]
 
 
-def test_existing_checkpoint_without_resume_is_refused(tmp_path):
+def test_existing_checkpoint_without_resume_is_refused(tmp_path, tracking_uri):
     run_training(_cfg(tmp_path, epochs=1))
     with pytest.raises(SenetError, match="--resume"):
         run_training(_cfg(tmp_path, epochs=1))
 
 
-def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tracking_uri,
+                                                                        capsys):
     # a user's own preset file: a sane first epoch, then the rate jumps to an absurd one
     preset = tmp_path / "explode.toml"
     preset.write_text('epochs = 4\nbatch_size = 50\n[optimizer]\nlr = 0.05\n'
@@ -138,7 +142,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
         assert "--device cuda:0: CUDA is not available here" in capsys.readouterr().err
 
 
-def test_a_folder_dataset_trains_and_is_logged_as_a_local_source(tmp_path, monkeypatch):
+def test_a_folder_dataset_trains_and_is_logged_as_a_local_source(tmp_path, tracking_uri,
+                                                               monkeypatch):
     from PIL import Image
 
     monkeypatch.setenv("SENET_CACHE", str(tmp_path / "cache"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import quick_config
+from conftest import fork_cli, quick_config
 from mlflow.tracking import MlflowClient
 
 from senet.cli import main as cli_main
@@ -25,6 +25,9 @@ from senet.errors import TrainingFailed, TrainingStopped
 from senet.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
+# The small built-in dataset (conftest) in this process and the ones forked from it.
+pytestmark = pytest.mark.usefixtures("small_builtin")
+
 QUICK = ["--subset", "400", "--batch-size", "50", "--device", "cpu"]
 
 
@@ -46,12 +49,18 @@ def _runs(uri: str) -> list:
 # ---------------------------------------------------------------------------
 # 1. a new SQLite store, first used by several processes at the same moment
 
-OPEN_AT = textwrap.dedent("""
+# Each process says it is ready (MLflow imported), then spins until the test creates the go
+# file, so all of them open the new store within a millisecond or so of each other.
+OPEN_TOGETHER = textwrap.dedent("""
     import sys, time
-    import mlflow  # the slow import happens before the common start time
+    from pathlib import Path
+    import mlflow  # the slow import happens before the common start
     from senet.tracking import RunTracker, tracked_run
-    uri, start_at, name = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-    time.sleep(max(0.0, start_at - time.time()))
+    uri, folder, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    (folder / f"ready-{name}").touch()
+    deadline = time.monotonic() + 120
+    while not (folder / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
     tracker = RunTracker(uri, "shared")
     with tracked_run(tracker, run_id=None, tags={}, parent_run_id=None, run_name=name,
                      system_metrics=False):
@@ -60,24 +69,38 @@ OPEN_AT = textwrap.dedent("""
 """)
 
 
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_processes_starting_together_on_a_new_store_all_record_their_runs(tmp_path):
+    from senet.tracking import RunTracker, tracked_run
+
     db = tmp_path / "fresh" / "mlflow.db"
     db.parent.mkdir()
     uri = f"sqlite:///{db}"
-    start_at = time.time() + 20  # every process has imported MLflow by then, even under load
-    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, uri, str(start_at), f"p{i}"],
+    names = [f"p{i}" for i in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_TOGETHER, uri, str(tmp_path), name],
                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(4)]
+                              text=True) for name in names]
+    _wait_for(lambda: all((tmp_path / f"ready-{n}").exists() for n in names)
+              or any(p.poll() is not None for p in procs), 240, "every process to be ready")
+    assert not db.exists(), "a process opened the store before the common start"
+    (tmp_path / "go").touch()
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-400:] for _, err in results]
     runs = _runs(uri)
-    assert sorted(r.info.run_name for r in runs) == ["p0", "p1", "p2", "p3"]
+    assert sorted(r.info.run_name for r in runs) == names
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert (db.parent / "mlflow.db.lock").exists()
-    # the store is whole afterwards: a later process can use it
-    later = subprocess.run([sys.executable, "-c", OPEN_AT, uri, "0", "later"], env=_env(),
-                           capture_output=True, text=True, timeout=300)
-    assert later.returncode == 0, later.stderr[-400:]
+    # the store is whole afterwards: a later process (this one) can use it
+    tracker = RunTracker(uri, "shared")
+    with tracked_run(tracker, run_id=None, tags={}, parent_run_id=None, run_name="later",
+                     system_metrics=False):
+        tracker.log_metrics({"x": 1.0}, step=1)
     assert len(_runs(uri)) == 5
 
 
@@ -104,7 +127,7 @@ def test_impossible_learning_rates_are_refused_before_anything_is_recorded(tmp_p
     assert not (tmp_path / "m.db").exists()
 
 
-def test_a_huge_rate_fails_the_run_and_claims_no_checkpoint(tmp_path):
+def test_a_huge_rate_fails_the_run_and_claims_no_checkpoint(tmp_path, tracking_uri):
     # On the fast preset its losses stay finite (near 1e26) yet the model is ruined.
     cfg = _cfg(tmp_path, lr=1e6)
     with pytest.raises(TrainingFailed, match="the training diverged") as err:
@@ -124,30 +147,24 @@ def test_a_huge_rate_fails_the_run_and_claims_no_checkpoint(tmp_path):
 # 4. resume bookkeeping
 
 
-def test_a_kill_before_the_first_checkpoint_is_continued_in_the_same_run(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_a_kill_before_the_first_checkpoint_is_continued_in_the_same_run(tmp_path, tracking_uri):
     out = tmp_path / "run"
-    args = ["train", "resnet20", "--subset", "1000", "--batch-size", "50", "--device", "cpu",
-            "--epochs", "1", "--out", str(out), "--tracking-uri", uri]
-    proc = subprocess.Popen([sys.executable, "-m", "senet", *args], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while not (out / "run.json").exists() and proc.poll() is None \
-            and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "checkpoint.pt").exists(), "killed too late for this test"
+    args = ["train", "resnet20", *QUICK, "--epochs", "1", "--out", str(out),
+            "--tracking-uri", tracking_uri]
+    # SIGKILLed in its own process as its first epoch begins: the MLflow run is open and
+    # recorded beside the checkpoint-to-be, no checkpoint exists yet.
+    assert fork_cli(args, kill_self_at="senet.train._train_epoch") == -signal.SIGKILL
+    assert not (out / "checkpoint.pt").exists()
     first = json.loads((out / "run.json").read_text())["run_id"]
-    assert [r.info.status for r in _runs(uri)] == ["RUNNING"]
+    assert [r.info.status for r in _runs(tracking_uri)] == ["RUNNING"]
 
     assert cli_main([*args, "--resume"]) == 0
-    runs = _runs(uri)
+    runs = _runs(tracking_uri)
     assert [(r.info.run_id, r.info.status) for r in runs] == [(first, "FINISHED")]
-    assert len(MlflowClient(uri).get_metric_history(first, "val_top1_err")) == 1
+    assert len(MlflowClient(tracking_uri).get_metric_history(first, "val_top1_err")) == 1
 
 
-def test_resuming_a_finished_run_says_so_and_records_nothing(tmp_path):
+def test_resuming_a_finished_run_says_so_and_records_nothing(tmp_path, tracking_uri):
     cfg = _cfg(tmp_path)
     summary = run_training(cfg)
     lines: list[str] = []
@@ -161,7 +178,7 @@ def test_resuming_a_finished_run_says_so_and_records_nothing(tmp_path):
         assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
 
 
-def test_a_finish_interrupted_and_resumed_logs_the_final_metrics_once(tmp_path):
+def test_a_finish_interrupted_and_resumed_logs_the_final_metrics_once(tmp_path, tracking_uri):
     cfg = _cfg(tmp_path)
     summary = run_training(cfg)
     client = MlflowClient(cfg.tracking_uri)
@@ -178,7 +195,7 @@ def test_a_finish_interrupted_and_resumed_logs_the_final_metrics_once(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "FINISHED"
 
 
-def test_resume_with_other_settings_is_refused_in_one_line(tmp_path, capsys):
+def test_resume_with_other_settings_is_refused_in_one_line(tmp_path, tracking_uri, capsys):
     run_training(_cfg(tmp_path))
     common = ["train", "resnet20", *QUICK, "--out", str(tmp_path / "run"), "--tracking-uri",
               f"sqlite:///{tmp_path}/mlflow.db", "--experiment", "test", "--resume"]
@@ -196,7 +213,7 @@ def test_resume_with_other_settings_is_refused_in_one_line(tmp_path, capsys):
     assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "val_top1_err")) == 1
 
 
-def test_on_epoch_sees_each_epoch_and_can_stop_the_run(tmp_path):
+def test_on_epoch_sees_each_epoch_and_can_stop_the_run(tmp_path, tracking_uri):
     seen: list[tuple[int, float]] = []
 
     def prune(epoch: int, metrics: dict) -> None:
@@ -249,8 +266,35 @@ def test_inputs_that_cannot_train_are_one_line_errors(tmp_path, capsys, monkeypa
     assert not (tmp_path / "m.db").exists() or not _runs(f"sqlite:///{tmp_path}/m.db")
 
 
-def _as_nobody(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "senet", *args]
+# Every case in one process (one import of torch and MLflow): each is `senet ARGS` through
+# the CLI's entry point, its stderr (file descriptor 2) caught on its own, and timed.
+CLI_CASES = textwrap.dedent("""
+    import json, os, sys, tempfile, time, traceback
+    from senet.cli import main
+    print("started", flush=True)
+    results = []
+    for args in json.loads(sys.argv[1]):
+        saved = os.dup(2)
+        with tempfile.TemporaryFile("w+") as err:
+            sys.stderr.flush()
+            os.dup2(err.fileno(), 2)
+            t0 = time.monotonic()
+            try:
+                code = main(args)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            took = time.monotonic() - t0
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            err.seek(0)
+            results.append({"code": code, "stderr": err.read(), "took": took})
+    print(json.dumps(results))
+""")
+
+
+def _as_nobody(cases: list[list[str]], cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", CLI_CASES, json.dumps(cases)]
     if os.geteuid() == 0:
         cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
     return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True,
@@ -271,12 +315,6 @@ def test_unwritable_places_are_one_line_errors_within_seconds(_mlflow_template):
     (tmp_path / "sealed").mkdir()
     os.chmod(tmp_path / "locked", 0o555)
     os.chmod(tmp_path / "sealed", 0o555)
-    probe = _as_nobody(["--version"], tmp_path)
-    if probe.returncode != 0:  # e.g. a checkout inside a folder private to root
-        shutil.rmtree(tmp_path, ignore_errors=True)
-        pytest.skip("the unprivileged user `nobody` cannot run senet from this checkout "
-                    f"({(probe.stderr.strip().splitlines() or ['?'])[-1]}); as root every "
-                    "folder is writable, so these cases need that user")
     tiny = ["train", "resnet20", *QUICK, "--epochs", "1"]
     cases = [
         ([*tiny, "--out", "locked/run", "--tracking-uri", f"sqlite:///{tmp_path}/new.db"],
@@ -286,14 +324,20 @@ def test_unwritable_places_are_one_line_errors_within_seconds(_mlflow_template):
         ([*tiny, "--out", "b", "--tracking-uri", "sqlite:///sealed/m.db"],
          "sealed: the folder is not writable"),
     ]
-    for args, expected in cases:
-        t0 = time.monotonic()
-        proc = _as_nobody(args, tmp_path)
-        took = time.monotonic() - t0
-        err = [line for line in proc.stderr.splitlines() if line.strip()]
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-600:]
+    proc = _as_nobody([args for args, _ in cases], tmp_path)
+    if proc.returncode != 0 and "started" not in proc.stdout:
+        # e.g. a checkout inside a folder private to root
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        pytest.skip("the unprivileged user `nobody` cannot run senet from this checkout "
+                    f"({(proc.stderr.strip().splitlines() or ['?'])[-1]}); as root every "
+                    "folder is writable, so these cases need that user")
+    assert proc.returncode == 0, proc.stderr[-600:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (_, expected), got in zip(cases, results, strict=True):
+        err = [line for line in got["stderr"].splitlines() if line.strip()]
+        assert got["code"] == 2 and "Traceback" not in got["stderr"], got["stderr"][-600:]
         assert expected in err[-1], err[-1]
-        assert took < 60, took
+        assert got["took"] < 60, got["took"]
     assert not (tmp_path / "a" / "checkpoint.pt").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
 
