@@ -3,7 +3,6 @@ server for the queue tests (from SENET_TEST_POSTGRES_URL, or a local one if reac
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import uuid
@@ -81,33 +80,6 @@ def unique_name() -> str:
 def _no_system_metrics(monkeypatch):
     """MLflow's system-metrics thread costs seconds per run and says nothing in a test."""
     monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
-
-
-# The built-in dataset cut down for tests of the training machinery (resume, records,
-# failures): 100 training and 20 validation images per class instead of 1000 and 200, so
-# an epoch's evaluation is 200 images, not 2000. Same generator, same classes.
-SMALL_TRAIN_PER_CLASS = 100
-SMALL_VAL_PER_CLASS = 20
-
-
-@functools.cache
-def _small_builtin_data():
-    from senet.data import builtin
-    from senet.data.augment import channel_stats
-    from senet.data.base import tensor_digest
-
-    train = builtin.generate(SMALL_TRAIN_PER_CLASS)
-    val = builtin.generate(SMALL_VAL_PER_CLASS, offset=1)
-    return builtin.Builtin(train, val, channel_stats(train[0]), tensor_digest(*train, *val))
-
-
-@pytest.fixture
-def small_builtin(monkeypatch):
-    """`builtin` is the small built-in dataset in this process and in processes forked
-    from it."""
-    from senet.data import builtin
-
-    monkeypatch.setattr(builtin, "builtin_data", _small_builtin_data)
 
 
 def quick_config(tmp_path: Path, **overrides):

@@ -18,7 +18,6 @@ from senet.errors import SenetError, TrainingFailed
 from senet.train import run_training
 
 # The small built-in dataset (conftest), and MLflow stores copied from a migrated one.
-pytestmark = pytest.mark.usefixtures("small_builtin")
 
 QUICK = ["--subset", "400", "--batch-size", "50", "--device", "cpu"]
 

@@ -26,7 +26,6 @@ from senet.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 # The small built-in dataset (conftest) in this process and the ones forked from it.
-pytestmark = pytest.mark.usefixtures("small_builtin")
 
 QUICK = ["--subset", "400", "--batch-size", "50", "--device", "cpu"]
 

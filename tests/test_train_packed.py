@@ -16,8 +16,7 @@ from senet.tracking import T_RUN_ID
 from senet.train import run_training
 from senet.train_packed import check_same_point, run_packed
 
-# The small built-in dataset (conftest): 200 validation images.
-pytestmark = pytest.mark.usefixtures("small_builtin")
+# The suite's small built-in dataset (conftest.py): 200 validation images.
 
 # Grouped and dense convolutions sum in different orders, so packed and alone agree up to
 # float32 rounding, amplified by SGD over the steps. Measured on CPU (resnet20, 2 seeds,
