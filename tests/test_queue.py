@@ -8,16 +8,16 @@ One end-to-end test runs `senet work` processes with the real trainer.
 
 from __future__ import annotations
 
+import functools
 import json
-import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import warm_procs
 
 from senet import tracking as tr
 from senet.cli import main as cli
@@ -25,23 +25,34 @@ from senet.errors import SenetError, TrainingFailed
 from senet.storage import open_storage
 
 HEARTBEAT_S = 0.3
-GRACE_S = 3.0
+GRACE_S = 2.0
 FAKE_EPOCHS = 3
-FAKE_EPOCH_S = 0.4
+FAKE_EPOCH_S = 0.2
+DRAIN_POINTS = 8  # good points in the drain tests: two or three per surviving worker
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_server() -> None:
+    """The fork server the worker processes below fork from (see warm_procs), started
+    before the session's other set-up, so that its imports overlap with it."""
+    warm_procs.start()
 
 
 # ---------------------------------------------------------------------------
 # A stand-in trainer with the run_training contract (checkpoint, resume, stop, fail)
 
 
-def fake_train(cfg, *, heartbeat=None, should_stop=None, log=None):
+def fake_train(cfg, *, heartbeat=None, should_stop=None, log=None, hold=None):
+    """hold: a reduction whose first training stops after its first checkpoint and waits
+    there (beating) to be killed, so a test can kill a worker mid-point without a race."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "fake-checkpoint.json"
     epoch = json.loads(ckpt.read_text())["epoch"] if ckpt.exists() else 0
     with open(out / "trainings.log", "a") as fh:
-        fh.write(json.dumps({"event": "start", "from_epoch": epoch, "pid": os.getpid()}) + "\n")
+        fh.write(json.dumps({"event": "start", "from_epoch": epoch, "pid": os.getpid(),
+                             "reduction": cfg.model_options.get("reduction")}) + "\n")
     if cfg.lr is not None and cfg.lr >= 100:
         raise TrainingFailed(f"non-finite loss at epoch {epoch + 1} step 1 (lr {cfg.lr:g})")
     for e in range(epoch + 1, FAKE_EPOCHS + 1):
@@ -55,23 +66,29 @@ def fake_train(cfg, *, heartbeat=None, should_stop=None, log=None):
         tmp = ckpt.with_suffix(".tmp")
         tmp.write_text(json.dumps({"epoch": e}))
         os.replace(tmp, ckpt)
+        if epoch == 0 and hold is not None and cfg.model_options.get("reduction") == hold:
+            while not (should_stop and should_stop()):
+                time.sleep(0.02)
+            raise SenetError("stopped on request")
     with open(out / "trainings.log", "a") as fh:
         fh.write(json.dumps({"event": "finish", "pid": os.getpid()}) + "\n")
     value = float(cfg.model_options.get("reduction", 0)) + cfg.seed / 10
     return {"final_val_top1_err": value, "mlflow_run_id": None, "status": "FINISHED"}
 
 
-def _worker_main(storage: str, grid: str, runs_dir: str) -> None:
+def _worker_main(storage: str, grid: str, runs_dir: str, hold: int | None) -> None:
     from senet.worker import WorkerConfig, run_worker
 
     cfg = WorkerConfig(grids=[grid], storage=storage, runs_dir=runs_dir, device="cpu",
                        heartbeat_s=HEARTBEAT_S, grace_s=GRACE_S)
-    run_worker(cfg, train_fn=fake_train)
+    run_worker(cfg, train_fn=functools.partial(fake_train, hold=hold))
 
 
-def start_workers(n: int, storage: str, grid: str, runs_dir: Path) -> list:
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(storage, grid, str(runs_dir)))
+def start_workers(n: int, storage: str, grid: str, runs_dir: Path,
+                  hold: int | None = None) -> list:
+    """n worker processes (forked from the warm server: see warm_procs)."""
+    ctx = warm_procs.context()
+    procs = [ctx.Process(target=_worker_main, args=(storage, grid, str(runs_dir), hold))
              for _ in range(n)]
     for p in procs:
         p.start()
@@ -196,7 +213,7 @@ def test_claim_is_exclusive_across_storages(tmp_path):
     a, _ = q.GridQueue.open_or_create(open_storage(path), "race")
     for i in range(20):
         a.enqueue(f"p{i}", 0, f"p{i}", {})
-    ctx = multiprocessing.get_context("spawn")
+    ctx = warm_procs.context()
     barrier, results = ctx.Barrier(3), ctx.SimpleQueue()
     procs = [ctx.Process(target=_claim_all, args=(path, barrier, results)) for _ in range(3)]
     for p in procs:
@@ -260,13 +277,13 @@ def test_reaper_requeues_once(tmp_path):
 
 def _drain_with_a_kill(storage: str, grid_path: Path, grid: str, runs_dir: Path,
                        tracking_uri: str) -> None:
-    """4 workers drain 16 good points + 1 diverging one; one worker is SIGKILLed after
-    its point has checkpointed. Checks exact training counts and the resume."""
+    """4 workers drain DRAIN_POINTS good points + 1 diverging one; the worker training reduction=1
+    is SIGKILLed after that point has checkpointed. Checks exact training counts and the
+    resume."""
     from mlflow import MlflowClient
 
-
     assert queue_cmd(str(grid_path), "--storage", storage, "--tracking-uri", tracking_uri) == 0
-    procs = start_workers(4, storage, grid, runs_dir)
+    procs = start_workers(4, storage, grid, runs_dir, hold=1)
     victim = None
     deadline = time.monotonic() + 60
     while victim is None and time.monotonic() < deadline:
@@ -274,33 +291,38 @@ def _drain_with_a_kill(storage: str, grid_path: Path, grid: str, runs_dir: Path,
             log = folder / "trainings.log"
             if (folder / "fake-checkpoint.json").exists() and log.exists():
                 events = [json.loads(x) for x in log.read_text().splitlines()]
-                attempt = json.loads((folder / "attempts.jsonl").read_text().splitlines()[0])
-                if events[-1]["event"] == "start" and attempt["seed"] == 0:
-                    victim = (attempt["point"], events[-1]["pid"])
+                if events[0]["reduction"] == 1:
+                    attempt = json.loads((folder / "attempts.jsonl").read_text().splitlines()[0])
+                    victim = (attempt["point"], events[0]["pid"])
                     break
         time.sleep(0.02)
-    assert victim is not None, "no training reached its first checkpoint"
+    assert victim is not None, "the held training did not reach its first checkpoint"
     os.kill(victim[1], signal.SIGKILL)
     join_all(procs, timeout=90)
 
     events = read_events(runs_dir, grid)
     starts = sum(e["event"] == "start" for ev in events.values() for e in ev)
     finishes = sum(e["event"] == "finish" for ev in events.values() for e in ev)
-    assert len(events) == 17
-    assert starts == 18  # 16 good + 1 diverging + the killed point once more
-    assert finishes == 16
+    n = DRAIN_POINTS
+    assert len(events) == n + 1
+    assert starts == n + 2  # n good + 1 diverging + the killed point once more
+    assert finishes == n
     killed = events[(victim[0], 0)]
     assert [e["event"] for e in killed] == ["start", "start", "finish"]
-    assert killed[1]["from_epoch"] >= 1  # resumed from its checkpoint, not from scratch
+    assert killed[1]["from_epoch"] == 1  # resumed from its checkpoint, not from scratch
+    assert killed[1]["pid"] != victim[1]
     for slot, ev in events.items():
         if slot != (victim[0], 0):
             assert sum(e["event"] == "start" for e in ev) == 1, slot
+    # the workers did share the grid
+    trainers = {e["pid"] for ev in events.values() for e in ev if e["event"] == "finish"}
+    assert len(trainers) >= 2 and victim[1] not in trainers, trainers
 
     queue = open_queue(storage, grid)
     counts = queue.counts()
-    assert (counts.done, counts.failed, counts.running, counts.queued) == (16, 1, 0, 0)
+    assert (counts.done, counts.failed, counts.running, counts.queued) == (n, 1, 0, 0)
     tickets = queue.tickets()
-    assert sum(t.state.name == "COMPLETE" for t in tickets) == 16
+    assert sum(t.state.name == "COMPLETE" for t in tickets) == n
     reasons = sorted(t.reason for t in tickets if t.state.name == "FAIL")
     assert len(reasons) == 2
     assert reasons[0].startswith("non-finite loss") and reasons[1].startswith("worker lost")
@@ -312,11 +334,11 @@ def _drain_with_a_kill(storage: str, grid_path: Path, grid: str, runs_dir: Path,
     assert queue_cmd(str(grid_path), "--storage", storage, "--retry-failed",
                      "--tracking-uri", tracking_uri) == 0
     counts = queue.counts()
-    assert (counts.done, counts.failed, counts.queued) == (16, 0, 1)
+    assert (counts.done, counts.failed, counts.queued) == (n, 0, 1)
 
 
 def test_four_workers_drain_journal_with_a_kill(tmp_path, tracking_uri):
-    grid = write_grid(tmp_path, "drain", 16, failing=True)
+    grid = write_grid(tmp_path, "drain", DRAIN_POINTS, failing=True)
     _drain_with_a_kill(str(tmp_path / "q.journal"), grid, "drain", tmp_path / "runs",
                        tracking_uri)
 
@@ -325,7 +347,7 @@ def test_four_workers_drain_journal_with_a_kill(tmp_path, tracking_uri):
 def test_four_workers_drain_postgres_with_a_kill(tmp_path, tracking_uri, postgres_url,
                                                  unique_name):
 
-    grid = write_grid(tmp_path, unique_name, 16, failing=True)
+    grid = write_grid(tmp_path, unique_name, DRAIN_POINTS, failing=True)
     try:
         _drain_with_a_kill(postgres_url, grid, unique_name, tmp_path / "runs", tracking_uri)
     finally:
@@ -369,24 +391,21 @@ def test_status_json(tmp_path, tracking_uri, capsys):
 # Unreachable backends fail fast with one line
 
 
-def _senet(*args: str, timeout: float = 60, env: dict | None = None):
-    return subprocess.run([sys.executable, "-m", "senet", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
-
-
 def test_unreachable_storage_fails_fast(tmp_path):
+    """`senet status` / `senet queue` processes: exit code 2 and one line on stderr."""
     grid = write_grid(tmp_path, "down", 1)
     t0 = time.monotonic()
-    proc = _senet("status", "--storage", "postgresql://senet:x@127.0.0.1:9/nowhere")
-    assert proc.returncode == 2
+    proc = warm_procs.Senet(["status", "--storage", "postgresql://senet:x@127.0.0.1:9/nowhere"],
+                            tmp_path / "out", cwd=REPO)
+    assert proc.wait(timeout=60) == 2
     assert time.monotonic() - t0 < 20
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("senet status: error: cannot open queue")
     assert "x@" not in lines[0]  # the password is not printed
     t0 = time.monotonic()
-    proc = _senet("queue", str(grid), "--storage", str(tmp_path / "q.journal"),
-                  "--tracking-uri", "http://127.0.0.1:9")
-    assert proc.returncode == 2 and time.monotonic() - t0 < 20
+    proc = warm_procs.Senet(["queue", str(grid), "--storage", str(tmp_path / "q.journal"),
+                             "--tracking-uri", "http://127.0.0.1:9"], tmp_path / "out", cwd=REPO)
+    assert proc.wait(timeout=60) == 2 and time.monotonic() - t0 < 20
     assert proc.stderr.strip().startswith("senet queue: error: cannot reach MLflow tracking")
     assert not (tmp_path / "q.journal").exists()  # nothing queued
 
@@ -408,21 +427,38 @@ def test_work_on_unknown_grid_is_an_error(tmp_path, tracking_uri):
 # End to end with the real trainer and the real CLI
 
 
+def write_image_tree(root: Path, train: int, val: int, classes: int = 2) -> Path:
+    """A class-per-folder tree of random 16x16 PNGs: `train` and `val` images per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
 @pytest.mark.slow
 def test_real_training_end_to_end_with_a_kill(tmp_path, tracking_uri):
-    """`senet work` processes with the real trainer on the built-in data: a SIGKILLed
+    """`senet work` processes with the real trainer on a small image folder: a SIGKILLed
     worker's point resumes from its checkpoint and ends as one FINISHED MLflow run."""
     from mlflow import MlflowClient
 
-
+    # 100 training and 200 validation images of 16x16 (the built-in set validates on 2000
+    # of 32x32, most of a CPU epoch): an epoch takes a fraction of a second, still long
+    # enough to kill a worker between its first checkpoint and its last epoch.
+    tree = write_image_tree(tmp_path / "tree", train=50, val=100)
     grid = tmp_path / "real.toml"
-    grid.write_text("""
+    grid.write_text(f"""
 name = "real"
-dataset = "builtin"
+dataset = "folder:{tree}"
 preset = "fast"
 model = "resnet20"
 epochs = 3
-subset = 100
 batch_size = 50
 workers = 0
 seeds = [0]
@@ -435,11 +471,12 @@ batch_size = 500
     storage = str(tmp_path / "q.journal")
     runs = tmp_path / "runs"
     assert queue_cmd(str(grid), "--storage", storage, "--tracking-uri", tracking_uri) == 0
-    env = {**os.environ, "SENET_SYSTEM_METRICS": "0", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "senet", "work", "real", "--storage", storage,
-           "--runs-dir", str(runs), "--devices", "cpu", "--heartbeat", "0.5", "--grace", "4"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for _ in range(2)]
+    cmd = ["work", "real", "--storage", storage, "--runs-dir", str(runs), "--devices", "cpu",
+           "--heartbeat", "0.4", "--grace", "2"]
+    procs = [warm_procs.Senet(cmd, tmp_path / "out", cwd=tmp_path, threads=1,
+                              env={"SENET_SYSTEM_METRICS": "0", "OMP_NUM_THREADS": "1",
+                                   "SENET_CACHE": str(tmp_path / "cache")})
+             for _ in range(2)]
     victim = None
     deadline = time.monotonic() + 240
     while victim is None and time.monotonic() < deadline:

@@ -5,20 +5,24 @@ edited after queueing, and the checks `senet queue` makes before queueing anythi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+import warm_procs
 
 from senet import queue as q
 from senet import tracking as tr
 from senet.cli import main as cli
 from senet.storage import open_storage
 
-REPO = Path(__file__).resolve().parent.parent
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_server() -> None:
+    """The fork server the `senet queue` processes below fork from (see warm_procs),
+    started before the session's other set-up, so that its imports overlap with it."""
+    warm_procs.start()
+
 
 BASE = """\
 {name}title = "t"
@@ -153,9 +157,12 @@ def test_same_stem_grids_stay_apart_and_a_clash_is_refused(tmp_path, tracking_ur
 
 
 @pytest.mark.parametrize("kind", ["journal", "sqlite"])
-def test_concurrent_queue_of_a_new_grid(tmp_path, kind):
-    # A fresh MLflow store too: the first use of a new SQLite file is part of the race.
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_concurrent_queue_of_a_new_grid(tmp_path, kind, tracking_uri):
+    if kind == "journal":
+        # A fresh MLflow store too: the first use of a new SQLite file is part of the race
+        # (its migrations take seconds, so once is enough: they do not depend on the kind
+        # of queue storage, and the other cases race on a migrated store's experiment).
+        tracking_uri = f"sqlite:///{tmp_path / 'fresh-mlflow.db'}"
     storage = str(tmp_path / "q.journal") if kind == "journal" else f"sqlite:///{tmp_path}/q.db"
     got = _concurrent_queue(tmp_path, storage, tracking_uri, "g")
     print(json.dumps({k: v for k, v in got.items() if k != "outputs"}))
@@ -165,8 +172,7 @@ def test_concurrent_queue_of_a_new_grid(tmp_path, kind):
     assert sum("queued 16 new" in out for out in got["outputs"]) == 1
 
 
-def test_concurrent_queue_on_postgresql(tmp_path, postgres_url, unique_name):
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_concurrent_queue_on_postgresql(tmp_path, postgres_url, unique_name, tracking_uri):
     grid_name = unique_name
     # The server outlives test runs and a training is queued once per store, whatever the
     # grid: seeds no earlier run used keep these 16 trainings new to it.
@@ -188,12 +194,15 @@ def _concurrent_queue(tmp_path: Path, storage: str, tracking_uri: str, name: str
     # A shared server keeps grids of earlier runs: give this one a name of its own.
     grid = grid_file(tmp_path / "g.toml", "[axes]\nreduction = [2, 4, 8, 16]\n", name=name,
                      seeds=str(seeds))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "senet", "queue", str(grid), "--storage", storage,
-           "--tracking-uri", tracking_uri]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(4)]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    cmd = ["queue", str(grid), "--storage", storage, "--tracking-uri", tracking_uri]
+    # Forked from a server that has imported senet, MLflow and Optuna once; each process
+    # opens its own stores, and all four run `senet queue` as soon as all have started.
+    ctx = warm_procs.context()
+    barrier = ctx.Barrier(4)
+    procs = [warm_procs.Senet(cmd, tmp_path / "out", cwd=tmp_path, barrier=barrier, ctx=ctx,
+                              env={"OMP_NUM_THREADS": "1"}) for _ in range(4)]
+    codes = [p.wait(timeout=300) for p in procs]
+    outputs = [p.stdout + p.stderr for p in procs]
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -202,7 +211,7 @@ def _concurrent_queue(tmp_path: Path, storage: str, tracking_uri: str, name: str
                                  "tags.`senet.role` = 'grid'") if exps else []
     tickets = q.GridQueue.open(open_storage(storage), name).tickets()
     keys = [t.key for t in tickets]
-    return {"codes": [p.returncode for p in procs], "experiments": len(exps),
+    return {"codes": codes, "experiments": len(exps),
             "parents": len(parents), "tickets": len(tickets),
             "duplicates": len(keys) - len(set(keys)), "outputs": outputs,
             "running_parents": sum(r.info.status == "RUNNING" for r in parents)}
