@@ -410,6 +410,7 @@ def _start_server(tmp: Path, port: int) -> subprocess.Popen:
          "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
          "--default-artifact-root", str(tmp / "artifacts"), "--workers", "1"],
         cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runner
         start_new_session=True)  # its own process group: see _kill_server
     import urllib.request
 

@@ -181,6 +181,14 @@ def slot_state(tickets: Iterable[Ticket]) -> str:
     return "failed"
 
 
+def pruned_slots(slots: dict[Any, list[Ticket]]) -> int:
+    """Slots counted as failed whose tickets were all pruned: a search's trials stopped
+    early on purpose (or a grid's cancelled points), which retrying would not change."""
+    return sum(1 for group in slots.values()
+               if group and slot_state(group) == "failed"
+               and all(t.state.name == "PRUNED" for t in group))
+
+
 class GridQueue:
     """The tickets of one grid (study) in a storage."""
 

@@ -20,6 +20,15 @@ os.environ.setdefault("SENET_BUILTIN_PER_CLASS", "100,20")
 LOCAL_POSTGRES_URL = "postgresql://senet:senet@127.0.0.1:5432/senet_test"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _warm_server() -> None:
+    """The fork server that the tests' worker processes fork from (tests/warm_procs.py),
+    started first: its imports run on the second core while the first tests run."""
+    import warm_procs
+
+    warm_procs.start()
+
+
 @pytest.fixture(scope="session")
 def _mlflow_template(tmp_path_factory) -> Path:
     """Creating an MLflow SQLite store runs its schema migrations (seconds); do it once
@@ -87,7 +96,7 @@ def quick_config(tmp_path: Path, **overrides):
     from senet.config import TrainConfig
 
     base = dict(model="se_resnet20", dataset="builtin", preset="fast", epochs=2, batch_size=50,
-                subset=400, device="cpu", out=str(tmp_path / "run"),
+                subset=200, device="cpu", out=str(tmp_path / "run"),
                 tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="test")
     base.update(overrides)
     return TrainConfig(**base)

@@ -64,7 +64,8 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch
     kept = tmp_path / "results" / "tiny" / "tiny.md"
     kept.parent.mkdir(parents=True)
     kept.write_text("committed")
-    assert main(args[:3] + args[5:]) == 0
+    # one worker: in this process, no spawned interpreter just to find the queue empty
+    assert main(["demo", "--grid", str(grid), "--workers", "1"]) == 0
     printed = capsys.readouterr().out
     assert "already done; nothing queued" in printed and "left as it is" in printed
     assert kept.read_text() == "committed"

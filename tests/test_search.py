@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import warm_procs
 from optuna.trial import TrialState
 
 from senet.errors import SenetError
@@ -74,7 +75,8 @@ def test_shipped_search_files_validate():
         # the paper's uniform settings and the plain network are all in every shipped space
         assert len(uniform_params(search)) == (5 if "imagenet" in path.stem else 6)
     cpu = load_search(REPO / "experiments/search/se_resnet20_stage_r.toml")
-    assert cpu.pruner()._n_warmup_steps == 1 and cpu.seeds == [0, 1]
+    # judged after epoch 3 of 4: at epoch 1 the error is 54-82 % whatever the network
+    assert cpu.pruner()._n_warmup_steps == 3 and cpu.seeds == [0, 1]
     imagenet = load_search(REPO / "experiments/search/se_resnet50_imagenet_stage_r.toml")
     assert imagenet.stages == (2, 3, 4, 5)
     assert set(imagenet.space) >= {f"reduction_stage{s}" for s in (2, 3, 4, 5)}
@@ -184,7 +186,7 @@ def test_concurrent_workers_never_share_a_trial_nor_pass_the_budget(tmp_path, ki
     # enqueued one) to two workers in an earlier run of this test.
     storage = (f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else str(tmp_path / "j.log"))
     open_study(load_search(path), storage)
-    ctx = mp.get_context("spawn")
+    ctx = warm_procs.context()  # forked from a warm interpreter (tests/warm_procs.py)
     out = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(str(path), storage, out))
              for _ in range(workers)]

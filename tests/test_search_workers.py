@@ -8,7 +8,6 @@ worker loops, three of them in separate processes, on a real SQLite storage."""
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
 import time
@@ -16,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import warm_procs
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -123,7 +123,7 @@ def test_three_workers_train_each_trial_seed_once(tmp_path, tracking_uri):
     budget = 9
     storage, path = _start(tmp_path, tracking_uri, budget, startup=100)  # no pruning
     log = tmp_path / "trainings.jsonl"
-    ctx = mp.get_context("spawn")
+    ctx = warm_procs.context()  # forked from a warm interpreter (tests/warm_procs.py)
     procs = [ctx.Process(target=_work, args=(storage, str(tmp_path / "runs"), str(log)))
              for _ in range(3)]
     for p in procs:
@@ -157,7 +157,8 @@ def test_three_workers_train_each_trial_seed_once(tmp_path, tracking_uri):
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
-def test_pruned_trials_are_closed_in_optuna_mlflow_and_the_queue(tmp_path, tracking_uri):
+def test_pruned_trials_are_closed_in_optuna_mlflow_and_the_queue(tmp_path, tracking_uri,
+                                                                 capsys):
     budget = 8
     storage, path = _start(tmp_path, tracking_uri, budget, startup=3)
     log = tmp_path / "trainings.jsonl"
@@ -190,6 +191,12 @@ def test_pruned_trials_are_closed_in_optuna_mlflow_and_the_queue(tmp_path, track
     assert sorted(runs) == sorted(t.number for t in pruned)
     assert {(r.info.status, r.data.tags["senet.pruned"]) for r in runs.values()} == {
         ("KILLED", "1")}
+    # the progress lines and `senet status` call them pruned, not failed: nothing to retry
+    printed = capsys.readouterr().out
+    assert f"0 failed, {2 * len(pruned)} pruned)" in printed
+    assert main(["status", "--storage", storage, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)[queue.name]
+    assert (report["failed"], report["pruned"], report["failures"]) == (0, 2 * len(pruned), [])
 
 
 def test_a_killed_worker_s_trial_is_taken_over_and_told_once(tmp_path, tracking_uri):
@@ -197,7 +204,7 @@ def test_a_killed_worker_s_trial_is_taken_over_and_told_once(tmp_path, tracking_
     storage, path = _start(tmp_path, tracking_uri, budget, startup=100)
     log = tmp_path / "trainings.jsonl"
     runs = str(tmp_path / "runs")
-    ctx = mp.get_context("spawn")
+    ctx = warm_procs.context()  # forked from a warm interpreter (tests/warm_procs.py)
     doomed = ctx.Process(target=_work, args=(storage, runs, str(log), True))
     doomed.start()
     deadline = time.time() + 120

@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
+import warm_procs
 from mlflow.tracking import MlflowClient
 
-# Each process does the rounds in turn: it signals that it is ready (MLflow imported, run
-# started in that round's store), then spins until the test creates the round's go file, so
-# the dataset inserts of all three land together.
-WORKER = """
-import sys, time
-from pathlib import Path
-from senet.tracking import RunTracker
-tag, folders = sys.argv[1], [Path(f) for f in sys.argv[2:]]
-for folder in folders:
-    tracker = RunTracker(f"sqlite:///{folder}/race.db", "race")
-    tracker.start(run_id=None, tags={"who": tag}, parent_run_id=None, run_name=tag,
-                  system_metrics=False)
-    (folder / f"ready-{tag}").touch()
-    deadline = time.monotonic() + 120
-    while not (folder / "go").exists() and time.monotonic() < deadline:
-        time.sleep(0.001)
-    tracker.log_dataset("builtin", "senet://builtin/x", "abc123", "training")
-    tracker.finish()
-    (folder / f"done-{tag}").touch()
-"""
+
+def _race(tag: str, folders: list[str]) -> None:
+    """A process's main, round after round: signal that it is ready (run started in that
+    round's store), then spin until the test creates the round's go file, so the dataset
+    inserts of all three processes land together."""
+    from senet.tracking import RunTracker
+
+    for folder in map(Path, folders):
+        tracker = RunTracker(f"sqlite:///{folder}/race.db", "race")
+        tracker.start(run_id=None, tags={"who": tag}, parent_run_id=None, run_name=tag,
+                      system_metrics=False)
+        (folder / f"ready-{tag}").touch()
+        deadline = time.monotonic() + 120
+        while not (folder / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        tracker.log_dataset("builtin", "senet://builtin/x", "abc123", "training")
+        tracker.finish()
+        (folder / f"done-{tag}").touch()
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
@@ -50,20 +47,24 @@ def test_simultaneous_dataset_logging_never_fails_a_run(tmp_path, _mlflow_templa
         folder.mkdir()
         shutil.copy(_mlflow_template, folder / "race.db")
         MlflowClient(f"sqlite:///{folder}/race.db").create_experiment("race")
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, tag, *map(str, folders)],
-                              env={**os.environ, "SENET_SYSTEM_METRICS": "0"},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Separate processes forked from a warm interpreter (tests/warm_procs.py); system
+    # metrics are off in every run they start (system_metrics=False).
+    ctx = warm_procs.context()
+    procs = [ctx.Process(target=_race, args=(tag, [str(f) for f in folders]))
              for tag in "abc"]
+    for p in procs:
+        p.start()
     for folder in folders:
         def reached(step: str, folder=folder) -> bool:
             return (all((folder / f"{step}-{t}").exists() for t in "abc")
-                    or any(p.poll() is not None for p in procs))  # a crash ends the wait
+                    or any(p.exitcode is not None and p.exitcode != 0 for p in procs))
 
         _wait_for(lambda: reached("ready"), 120, "three started runs")
         (folder / "go").touch()
         _wait_for(lambda: reached("done"), 120, "three finished runs")
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
     for folder in folders:
         client = MlflowClient(f"sqlite:///{folder}/race.db")
         runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])

@@ -19,7 +19,7 @@ from senet.train import run_training
 
 # The small built-in dataset (conftest), and MLflow stores copied from a migrated one.
 
-QUICK = ["--subset", "400", "--batch-size", "50", "--device", "cpu"]
+QUICK = ["--subset", "200", "--batch-size", "50", "--device", "cpu"]
 
 
 def _cfg(tmp_path: Path, **kw) -> TrainConfig:

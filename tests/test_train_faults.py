@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import warm_procs
 from conftest import fork_cli, quick_config
 from mlflow.tracking import MlflowClient
 
@@ -27,7 +28,7 @@ from senet.train import run_training
 REPO = Path(__file__).resolve().parents[1]
 # The small built-in dataset (conftest) in this process and the ones forked from it.
 
-QUICK = ["--subset", "400", "--batch-size", "50", "--device", "cpu"]
+QUICK = ["--subset", "200", "--batch-size", "50", "--device", "cpu"]
 
 
 def _cfg(tmp_path: Path, **kw) -> TrainConfig:
@@ -48,24 +49,19 @@ def _runs(uri: str) -> list:
 # ---------------------------------------------------------------------------
 # 1. a new SQLite store, first used by several processes at the same moment
 
-# Each process says it is ready (MLflow imported), then spins until the test creates the go
-# file, so all of them open the new store within a millisecond or so of each other.
-OPEN_TOGETHER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    import mlflow  # the slow import happens before the common start
+def _open_together(uri: str, folder: str, name: str) -> None:
+    """A process's main: say it is ready, spin until the test creates the go file (so all of
+    them open the new store within a millisecond or so of each other), then record a run."""
     from senet.tracking import RunTracker, tracked_run
-    uri, folder, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    (folder / f"ready-{name}").touch()
+
+    (Path(folder) / f"ready-{name}").touch()
     deadline = time.monotonic() + 120
-    while not (folder / "go").exists() and time.monotonic() < deadline:
+    while not (Path(folder) / "go").exists() and time.monotonic() < deadline:
         time.sleep(0.001)
     tracker = RunTracker(uri, "shared")
     with tracked_run(tracker, run_id=None, tags={}, parent_run_id=None, run_name=name,
                      system_metrics=False):
         tracker.log_metrics({"x": 1.0}, step=1)
-    print("ok", name)
-""")
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
@@ -82,15 +78,20 @@ def test_processes_starting_together_on_a_new_store_all_record_their_runs(tmp_pa
     db.parent.mkdir()
     uri = f"sqlite:///{db}"
     names = [f"p{i}" for i in range(4)]
-    procs = [subprocess.Popen([sys.executable, "-c", OPEN_TOGETHER, uri, str(tmp_path), name],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for name in names]
+    # Separate processes, forked from a warm interpreter (tests/warm_procs.py) that has
+    # imported MLflow but never opened a store.
+    ctx = warm_procs.context()
+    procs = [ctx.Process(target=_open_together, args=(uri, str(tmp_path), name))
+             for name in names]
+    for p in procs:
+        p.start()
     _wait_for(lambda: all((tmp_path / f"ready-{n}").exists() for n in names)
-              or any(p.poll() is not None for p in procs), 240, "every process to be ready")
+              or any(p.exitcode is not None for p in procs), 240, "every process to be ready")
     assert not db.exists(), "a process opened the store before the common start"
     (tmp_path / "go").touch()
-    results = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-400:] for _, err in results]
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     runs = _runs(uri)
     assert sorted(r.info.run_name for r in runs) == names
     assert {r.info.status for r in runs} == {"FINISHED"}

@@ -75,10 +75,12 @@ def _grid_report(queue) -> dict:
     counts = queue.counts(tickets)
     failures = []
     running = []
-    for (point, seed), group in sorted(queue.slots(tickets).items()):
+    slots = queue.slots(tickets)
+    pruned = q.pruned_slots(slots)
+    for (point, seed), group in sorted(slots.items()):
         state = q.slot_state(group)
         last = max(group, key=lambda t: t.number)
-        if state == "failed":
+        if state == "failed" and not all(t.state.name == "PRUNED" for t in group):
             failures.append({"point": point, "label": last.label, "seed": seed,
                              "reason": last.reason or "unknown"})
         elif state == "running":
@@ -89,7 +91,8 @@ def _grid_report(queue) -> dict:
     return {
         "done": counts.done,
         "running": counts.running,
-        "failed": counts.failed,
+        "failed": counts.failed - pruned,
+        "pruned": pruned,  # a search's trials stopped early: not failures, nothing to retry
         "queued": counts.queued,
         "total": counts.total,
         "eta_s": None if eta is None else round(eta, 1),
@@ -102,12 +105,12 @@ def _print_table(report: dict) -> None:
     from senet.progress import format_duration
 
     width = max(len("grid"), *(len(name) for name in report))
-    print(f"{'grid':<{width}}  {'done':>5} {'running':>8} {'failed':>7} {'queued':>7} "
-          f"{'total':>6}  ETA")
+    print(f"{'grid':<{width}}  {'done':>5} {'running':>8} {'failed':>7} {'pruned':>7} "
+          f"{'queued':>7} {'total':>6}  ETA")
     for name, r in report.items():
         eta = "-" if r["running"] + r["queued"] == 0 else format_duration(r["eta_s"])
         print(f"{name:<{width}}  {r['done']:>5} {r['running']:>8} {r['failed']:>7} "
-              f"{r['queued']:>7} {r['total']:>6}  {eta}")
+              f"{r['pruned']:>7} {r['queued']:>7} {r['total']:>6}  {eta}")
     for name, r in report.items():
         for f in r["failures"]:
             print(f"  {name}: FAILED {f['label']!r} seed {f['seed']}: {f['reason']}")
