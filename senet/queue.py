@@ -157,10 +157,11 @@ class SlotCounts:
     running: int = 0
     failed: int = 0
     queued: int = 0
+    pruned: int = 0  # a search's trials stopped early on purpose: nothing to retry
 
     @property
     def total(self) -> int:
-        return self.done + self.running + self.failed + self.queued
+        return self.done + self.running + self.failed + self.queued + self.pruned
 
     @property
     def left(self) -> int:
@@ -181,12 +182,15 @@ def slot_state(tickets: Iterable[Ticket]) -> str:
     return "failed"
 
 
-def pruned_slots(slots: dict[Any, list[Ticket]]) -> int:
-    """Slots counted as failed whose tickets were all pruned: a search's trials stopped
-    early on purpose (or a grid's cancelled points), which retrying would not change."""
-    return sum(1 for group in slots.values()
-               if group and slot_state(group) == "failed"
-               and all(t.state.name == "PRUNED" for t in group))
+def reported_state(tickets: Iterable[Ticket]) -> str:
+    """The slot's state as counted and shown: slot_state, except that a slot whose every
+    ticket was pruned (a search's trial stopped early, a grid's cancelled point) is
+    "pruned", not "failed"."""
+    tickets = list(tickets)
+    state = slot_state(tickets)
+    if state == "failed" and tickets and all(t.state.name == "PRUNED" for t in tickets):
+        return "pruned"
+    return state
 
 
 class GridQueue:
@@ -278,7 +282,7 @@ class GridQueue:
     def counts(self, tickets: list[Ticket] | None = None) -> SlotCounts:
         counts = SlotCounts()
         for group in self.slots(tickets).values():
-            state = slot_state(group)
+            state = reported_state(group)
             setattr(counts, state, getattr(counts, state) + 1)
         return counts
 
@@ -634,6 +638,6 @@ def overall_counts(storage: Any) -> tuple[SlotCounts, int]:
         wanted |= current
     counts = SlotCounts()
     for key in wanted:
-        state = slot_state(by_key.get(key, []))
+        state = reported_state(by_key.get(key, []))
         setattr(counts, state, getattr(counts, state) + 1)
     return counts, slots

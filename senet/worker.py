@@ -91,11 +91,10 @@ class Heartbeat:
 def progress_line(queue: q.GridQueue) -> str:
     tickets = queue.tickets()
     c = queue.counts(tickets)
-    pruned = q.pruned_slots(queue.slots(tickets))
     eta = queue.eta_seconds(tickets, idle_workers=1)  # this worker takes the next one
     return (f"{queue.name}: {c.done}/{c.total} points done, {c.left} left "
-            f"({c.running} running, {c.failed - pruned} failed"
-            f"{f', {pruned} pruned' if pruned else ''}), ETA {format_duration(eta)}")
+            f"({c.running} running, {c.failed} failed"
+            f"{f', {c.pruned} pruned' if c.pruned else ''}), ETA {format_duration(eta)}")
 
 
 def run_folder(runs_dir: str | Path, grid: str, point: str, seed: int) -> Path:

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if overall is not None:
         print(f"all grids: {overall.total} unique trainings for {n_slots} grid slots: "
               f"{overall.done} done, {overall.running} running, {overall.failed} failed, "
+              f"{f'{overall.pruned} pruned, ' if overall.pruned else ''}"
               f"{overall.queued} queued (a training shared by grids counts once)")
     failed = [(name, attrs[name]) for name, r in report.items() if r["failures"]]
     if failed:
@@ -75,12 +76,10 @@ def _grid_report(queue) -> dict:
     counts = queue.counts(tickets)
     failures = []
     running = []
-    slots = queue.slots(tickets)
-    pruned = q.pruned_slots(slots)
-    for (point, seed), group in sorted(slots.items()):
-        state = q.slot_state(group)
+    for (point, seed), group in sorted(queue.slots(tickets).items()):
+        state = q.reported_state(group)
         last = max(group, key=lambda t: t.number)
-        if state == "failed" and not all(t.state.name == "PRUNED" for t in group):
+        if state == "failed":
             failures.append({"point": point, "label": last.label, "seed": seed,
                              "reason": last.reason or "unknown"})
         elif state == "running":
@@ -91,8 +90,8 @@ def _grid_report(queue) -> dict:
     return {
         "done": counts.done,
         "running": counts.running,
-        "failed": counts.failed - pruned,
-        "pruned": pruned,  # a search's trials stopped early: not failures, nothing to retry
+        "failed": counts.failed,
+        "pruned": counts.pruned,  # a search's trials stopped early: nothing to retry
         "queued": counts.queued,
         "total": counts.total,
         "eta_s": None if eta is None else round(eta, 1),
