@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def _no_system_metrics(monkeypatch):
 
 
 def quick_config(tmp_path: Path, **overrides):
-    """A TrainConfig for a seconds-long CPU training with its own MLflow store."""
+    """A TrainConfig for a seconds-long CPU training with its own MLflow store at
+    tmp_path/mlflow.db (request the `tracking_uri` fixture too to find it migrated)."""
     from senet.config import TrainConfig
 
     base = dict(model="se_resnet20", dataset="builtin", preset="fast", epochs=2, batch_size=50,
@@ -100,6 +102,14 @@ def quick_config(tmp_path: Path, **overrides):
                 tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="test")
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.005)
 
 
 @pytest.fixture

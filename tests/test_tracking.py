@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import warm_procs
+from conftest import wait_for
 from mlflow.tracking import MlflowClient
 
 
@@ -28,13 +29,6 @@ def _race(tag: str, folders: list[str]) -> None:
         tracker.log_dataset("builtin", "senet://builtin/x", "abc123", "training")
         tracker.finish()
         (folder / f"done-{tag}").touch()
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.005)
 
 
 @pytest.mark.slow
@@ -59,9 +53,9 @@ def test_simultaneous_dataset_logging_never_fails_a_run(tmp_path, _mlflow_templa
             return (all((folder / f"{step}-{t}").exists() for t in "abc")
                     or any(p.exitcode is not None and p.exitcode != 0 for p in procs))
 
-        _wait_for(lambda: reached("ready"), 120, "three started runs")
+        wait_for(lambda: reached("ready"), 120, "three started runs")
         (folder / "go").touch()
-        _wait_for(lambda: reached("done"), 120, "three finished runs")
+        wait_for(lambda: reached("done"), 120, "three finished runs")
     for p in procs:
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0, 0, 0]

@@ -26,7 +26,6 @@ def _cfg(tmp_path: Path, **kw) -> TrainConfig:
     return quick_config(tmp_path, **kw)
 
 
-
 @pytest.mark.slow
 def test_a_run_leaves_a_complete_mlflow_record(tmp_path, tracking_uri):
     cfg = _cfg(tmp_path, model_options={"reduction": 4})

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import warm_procs
-from conftest import fork_cli, quick_config
+from conftest import fork_cli, quick_config, wait_for
 from mlflow.tracking import MlflowClient
 
 from senet.cli import main as cli_main
@@ -26,14 +26,11 @@ from senet.errors import TrainingFailed, TrainingStopped
 from senet.train import run_training
 
 REPO = Path(__file__).resolve().parents[1]
-# The small built-in dataset (conftest) in this process and the ones forked from it.
-
 QUICK = ["--subset", "200", "--batch-size", "50", "--device", "cpu"]
 
 
 def _cfg(tmp_path: Path, **kw) -> TrainConfig:
     return quick_config(tmp_path, **{"model": "resnet20", "epochs": 1, **kw})
-
 
 
 def _env() -> dict[str, str]:
@@ -64,13 +61,6 @@ def _open_together(uri: str, folder: str, name: str) -> None:
         tracker.log_metrics({"x": 1.0}, step=1)
 
 
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_processes_starting_together_on_a_new_store_all_record_their_runs(tmp_path):
     from senet.tracking import RunTracker, tracked_run
 
@@ -85,7 +75,7 @@ def test_processes_starting_together_on_a_new_store_all_record_their_runs(tmp_pa
              for name in names]
     for p in procs:
         p.start()
-    _wait_for(lambda: all((tmp_path / f"ready-{n}").exists() for n in names)
+    wait_for(lambda: all((tmp_path / f"ready-{n}").exists() for n in names)
               or any(p.exitcode is not None for p in procs), 240, "every process to be ready")
     assert not db.exists(), "a process opened the store before the common start"
     (tmp_path / "go").touch()

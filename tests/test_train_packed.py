@@ -56,7 +56,6 @@ def _cfg(tmp_path: Path, seed: int, folder: str, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-
 @pytest.mark.slow
 def test_packed_seeds_match_seeds_trained_alone_and_resume(tmp_path, tracking_uri):
     seeds = [0, 1]
