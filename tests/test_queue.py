@@ -32,13 +32,6 @@ DRAIN_POINTS = 8  # good points in the drain tests: two or three per surviving w
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _warm_server() -> None:
-    """The fork server the worker processes below fork from (see warm_procs), started
-    before the session's other set-up, so that its imports overlap with it."""
-    warm_procs.start()
-
-
 # ---------------------------------------------------------------------------
 # A stand-in trainer with the run_training contract (checkpoint, resume, stop, fail)
 
@@ -448,9 +441,9 @@ def test_real_training_end_to_end_with_a_kill(tmp_path, tracking_uri):
     worker's point resumes from its checkpoint and ends as one FINISHED MLflow run."""
     from mlflow import MlflowClient
 
-    # 100 training and 200 validation images of 16x16 (the built-in set validates on 2000
-    # of 32x32, most of a CPU epoch): an epoch takes a fraction of a second, still long
-    # enough to kill a worker between its first checkpoint and its last epoch.
+    # 100 training and 200 validation images of 16x16 (a quarter of the pixels of the
+    # built-in 32x32 ones): an epoch takes a fraction of a second, still long enough to
+    # kill a worker between its first checkpoint and its last epoch.
     tree = write_image_tree(tmp_path / "tree", train=50, val=100)
     grid = tmp_path / "real.toml"
     grid.write_text(f"""

@@ -16,14 +16,6 @@ from senet import tracking as tr
 from senet.cli import main as cli
 from senet.storage import open_storage
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _warm_server() -> None:
-    """The fork server the `senet queue` processes below fork from (see warm_procs),
-    started before the session's other set-up, so that its imports overlap with it."""
-    warm_procs.start()
-
-
 BASE = """\
 {name}title = "t"
 dataset = "builtin"
