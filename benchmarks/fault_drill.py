@@ -53,20 +53,23 @@ class Case:
 # Running the CLI
 
 
+def _env(cwd: Path, extra: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, **DRILL_ENV, "HOME": str(cwd), **(extra or {})}
+
+
 def senet(*args: str, cwd: Path, timeout: float = 300, nobody: bool = False,
           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = [PY, "-m", "senet", *args]
     if nobody and os.geteuid() == 0:
         cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
-    full_env = {**os.environ, **DRILL_ENV, "HOME": str(cwd), **(env or {})}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=full_env)
+                          env=_env(cwd, env))
 
 
 def spawn(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [PY, "-m", "senet", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, **DRILL_ENV, "HOME": str(cwd), **(env or {})},
+        text=True, env=_env(cwd, env),
     )
 
 
