@@ -9,6 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from senet.cli import main
+from senet.data.builtin import builtin_data
+from senet.data.load import load_data
 
 TINY = """
 name = "tiny"
@@ -41,6 +43,9 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch
     # The demo's default store, already migrated (a new one is tested in test_train_faults)
     shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
     monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
+    # Set after the session's fork server started: the worker processes forked from it
+    # must still train on the data this names, which the runs' dataset digest shows.
+    monkeypatch.setenv("SENET_BUILTIN_PER_CLASS", "30,6")
     grid = tmp_path / "tiny.toml"
     grid.write_text(TINY)
     out = tmp_path / "out"
@@ -58,6 +63,13 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
                               filter_string="tags.`senet.seed` = '0'")
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    builtin_data.cache_clear()  # this process may hold the session's size
+    try:
+        digest = load_data("builtin", root=None, device="cpu", subset=200, seed=0,
+                           batch_size=50).digest
+    finally:
+        builtin_data.cache_clear()  # leave no 30,6 data behind for later tests
+    assert {r.inputs.dataset_inputs[0].dataset.digest for r in runs} == {digest[:36]}
 
     # a second demo trains nothing new; without --out it leaves an existing results/tiny/
     # (the committed output in a checkout) alone and says where it wrote instead

@@ -47,7 +47,13 @@ def run(args: argparse.Namespace) -> int:
     from senet.errors import SenetError
     from senet.storage import open_storage, with_driver
     from senet.tracking import absolute_tracking_uri, check_tracking
-    from senet.worker import WorkerConfig, parse_devices, run_devices, run_worker
+    from senet.worker import (
+        WorkerConfig,
+        parse_devices,
+        run_devices,
+        run_worker,
+        start_worker_server,
+    )
 
     if args.grid and args.all:
         raise SenetError("give either a GRID or --all, not both")
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     pack = check_pack_size(args.pack, "--pack")
     devices = parse_devices(args.devices) if args.devices else ["auto"]
     check_devices(devices, args.devices)
+    if len(devices) > 1 or any(d.startswith("cuda") for d in devices):
+        start_worker_server()  # its imports overlap with the checks below
     per_gpu = parse_per_gpu(args.per_gpu, cuda_count())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = WorkerConfig(
@@ -169,18 +177,16 @@ def measured_per_gpu(storage, grids: list[str] | None, device: str, pack: int) -
     """Workers per GPU from the first grid's model at its batch size: its peak memory is
     measured in a child process (so this one holds no CUDA context) against the GPU's
     free memory (senet.gpu_share)."""
-    import multiprocessing
-
     from senet import queue as q
     from senet.gpu_share import per_gpu_default
+    from senet.worker import process_context
 
     queues = ([q.GridQueue.open(storage, name) for name in grids] if grids
               else q.GridQueue.all(storage))
     tickets = [t for queue in queues for t in queue.tickets()]
     if not tickets:
         return 1
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
+    with process_context().Pool(1) as pool:
         peak, free = pool.apply(_measure, (tickets[0].settings, device))
     return per_gpu_default(peak * pack, free)
 
