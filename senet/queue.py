@@ -597,7 +597,15 @@ def queue_grid(storage, grid, seeds: list[int] | None, retry_failed: bool) -> Qu
 
     own = {t.trial_id for t in queue.tickets()}
     # Seed-major order: workers finish one complete table before starting the next seed.
-    for (point_id, seed), key in keys.items():
+    # The points run backwards on every other seed, so that a worker that finishes first
+    # draws a different point next: with as many workers as points, the seeds of a point
+    # that trains slower than the others spread over the workers instead of all landing
+    # on one, which would finish last, alone.
+    points = [p.id for p in grid.points]
+    order = [(point_id, seed) for i, seed in enumerate(seeds)
+             for point_id in (points if i % 2 == 0 else points[::-1])]
+    for point_id, seed in order:
+        key = keys[(point_id, seed)]
         point = grid.point(point_id)
         existing = by_key.get(key, [])
         state = slot_state(existing) if existing else None

@@ -88,6 +88,40 @@ def test_plan_reads_states_from_the_queue(tmp_path):
     assert "4 queued" in plan.summary_line()
 
 
+def test_points_run_backwards_on_every_other_seed(tmp_path):
+    """Tickets are claimed lowest number first. With two workers and two points, the worker
+    that finishes first must draw the other point next, not every seed of the fast one."""
+    from senet import queue as q
+    from senet.storage import open_storage
+
+    grid = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace(
+        "seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    storage = open_storage(str(tmp_path / "q.journal"))
+    q.queue_grid(storage, grid, None, False)
+    tickets = sorted(q.GridQueue.open(storage, grid.name).tickets(), key=lambda t: t.trial_id)
+    plain, se = (p.id for p in grid.points)
+    assert [t.slot for t in tickets] == [(plain, 0), (se, 0), (se, 1), (plain, 1),
+                                         (plain, 2), (se, 2)]
+
+
+def test_plan_skips_a_slot_whose_ticket_is_not_added_yet(tmp_path):
+    """Another `senet queue` records a grid's slots first and adds their tickets after:
+    a plan made in between must not trip over a slot with no ticket."""
+    from senet import queue as q
+    from senet.storage import open_storage
+
+    a = _grid(tmp_path, "a", SHARED.format(title="A", r=16))
+    storage_url = str(tmp_path / "q.journal")
+    storage = open_storage(storage_url)
+    q.queue_grid(storage, a, None, False)
+    queue = q.GridQueue.open(storage, a.name)
+    slots = queue.attrs()[q.A_SLOTS]
+    queue.set_attr(q.A_SLOTS, [*slots, ["not-yet", 7, "a-key-with-no-ticket"]])
+    plan = make_plan([a], storage_url=storage_url, device="cpu",
+                     tracking_uri=f"sqlite:///{tmp_path}/none.db")
+    assert plan.counts()["queued"] == 4
+
+
 def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri):
     from mlflow import MlflowClient
 
