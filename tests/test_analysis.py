@@ -12,6 +12,7 @@ standard error exactly 0.1: the 95% CI is 0.6 +- 4.302653 * 0.1, checkable by ha
 from __future__ import annotations
 
 import math
+import shutil
 import time
 
 import numpy as np
@@ -79,9 +80,11 @@ def synthetic_stats(classes: list[str], blocks: dict[str, int], seed: int = 0) -
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """The grid file, and an MLflow store holding its synthetic runs."""
+def store(tmp_path_factory, _mlflow_template):
+    """The grid file, and an MLflow store holding its synthetic runs (in a copy of the
+    session's migrated store: creating one runs MLflow's migrations, seconds)."""
     root = tmp_path_factory.mktemp("analysis")
+    shutil.copy(_mlflow_template, root / "mlflow.db")
     grid_path = root / "experiments" / "imagenet" / "reduction.toml"
     grid_path.parent.mkdir(parents=True)
     grid_path.write_text(GRID_TOML)

@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
+import runpy
 import sys
 from pathlib import Path
+
+import warm_procs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_script(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
+    """A child's main: `python ARGV` as the interpreter runs a script (as __main__, with
+    that argv), stdout and stderr going to files at the file-descriptor level."""
+    os.environ.update(env)
+    for fd, path in ((1, out), (2, err)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(handle, fd)
+        os.close(handle)
+    sys.argv = list(argv)
+    runpy.run_path(argv[0], run_name="__main__")
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
 def test_bench_gpu_quick_on_cpu_prints_one_table(tmp_path):
     out = tmp_path / "rows.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_GPU_JSON": str(out)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--device", "cpu",
-         "--quick", "--models", "resnet20,se_resnet20"],
-        capture_output=True, text=True, env=env, timeout=300, check=True,
-    )
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("| ")]
+    stdout, stderr = tmp_path / "bench.out", tmp_path / "bench.err"
+    # Its own process, forked from the warm server (tests/warm_procs.py) instead of a new
+    # interpreter that imports torch again: the script sets the process's thread count.
+    proc = warm_procs.context().Process(target=_run_script, args=(
+        [str(ROOT / "benchmarks" / "bench_gpu.py"), "--device", "cpu", "--quick",
+         "--models", "resnet20,se_resnet20"],
+        {"BENCH_GPU_JSON": str(out)}, str(stdout), str(stderr)))
+    proc.start()
+    proc.join(300)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(10)
+    assert proc.exitcode == 0, stderr.read_text()[-2000:]
+    lines = [ln for ln in stdout.read_text().splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| model | batch x size | path | img/s | SE cost")
     body = lines[1:]  # the separator row starts "|---"
     assert [ln.split(" | ")[:3] for ln in body] == [
         ["| resnet20", "8x32", "eager"], ["| resnet20", "8x32", "packed"],
         ["| se_resnet20", "8x32", "eager"], ["| se_resnet20", "8x32", "packed"]]
-    import json
 
     rows = json.loads(out.read_text())
     assert all(r["img_s"] and r["img_s"] > 0 for r in rows)

@@ -88,7 +88,8 @@ def artifacts(tmp_path: Path) -> Path:
     return folder
 
 
-def test_dashboard_shows_the_grid_runs_in_chromium(tmp_path, monkeypatch, artifacts):
+def test_dashboard_shows_the_grid_runs_in_chromium(tmp_path, monkeypatch, artifacts,
+                                                   _mlflow_template):
     chromium = _chromium()
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')"
@@ -96,19 +97,11 @@ def test_dashboard_shows_the_grid_runs_in_chromium(tmp_path, monkeypatch, artifa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SENET_SYSTEM_METRICS", "0")
     (tmp_path / "browser.toml").write_text(TINY)
+    # A migrated store (a new one is tested in test_train_faults), so that the server can
+    # open it before the grid is trained: the server's start (seconds of imports, mostly
+    # on one core) then runs while the grid trains, instead of after it.
+    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # Training exports its store as MLFLOW_TRACKING_URI; monkeypatch restores it afterwards,
-    # so later tests in this process do not inherit this one's store.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    common = ["--storage", str(tmp_path / "queue.journal"), "--tracking-uri", store]
-    assert main(["queue", "browser.toml", *common]) == 0
-    assert main(["work", "browser.toml", *common, "--devices", "cpu"]) == 0
-
-    from mlflow import MlflowClient
-
-    experiment = MlflowClient(store).get_experiment_by_name("browser")
-    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
-
     port = _free_port()
     log = tmp_path / "server.log"
     server = subprocess.Popen(
@@ -120,6 +113,18 @@ def test_dashboard_shows_the_grid_runs_in_chromium(tmp_path, monkeypatch, artifa
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     try:
+        # Training exports its store as MLFLOW_TRACKING_URI; monkeypatch restores it
+        # afterwards, so later tests in this process do not inherit this one's store.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+        common = ["--storage", str(tmp_path / "queue.journal"), "--tracking-uri", store]
+        assert main(["queue", "browser.toml", *common]) == 0
+        assert main(["work", "browser.toml", *common, "--devices", "cpu"]) == 0
+
+        from mlflow import MlflowClient
+
+        experiment = MlflowClient(store).get_experiment_by_name("browser")
+        assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+
         base = f"http://127.0.0.1:{port}"
         _wait_for(f"{base}/health", server, log, 60)
         shot = artifacts / "mlflow_experiment.png"
@@ -142,7 +147,9 @@ def test_dashboard_shows_the_grid_runs_in_chromium(tmp_path, monkeypatch, artifa
             finally:
                 browser.close()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        # The server and its uvicorn worker; SIGKILL: nothing in them needs a clean exit
+        # (they only read the store), and a graceful stop takes seconds.
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=60)
 
     assert "No data available" not in text, "the experiment opened in MLflow's GenAI view"
