@@ -202,9 +202,10 @@ def plot_intra_class(
 
 
 def plot_error_by_variant(table: GridTable, out_path: str | Path) -> list[Path]:
-    """Top-1 and top-5 error per variant: one dot per seed, a bar at the mean (joined by a
-    line when a single setting such as r varies), the baseline mean dashed and, when the
-    paper has rows for this dataset, its numbers as crosses. Finished seeds only."""
+    """Top-1 and (above 10 classes) top-5 error per variant: one dot per seed, a bar at
+    the mean (joined by a line when a single setting such as r varies), the baseline mean
+    dashed and, when the paper has rows for this dataset, its numbers as crosses. Finished
+    seeds only."""
     seeds = table.seeds[table.seeds["state"] == "finished"].copy()
     order = [p.label for p in table.spec.points]
     seeds["seed"] = "seed " + seeds["seed"].astype(str)
@@ -213,9 +214,12 @@ def plot_error_by_variant(table: GridTable, out_path: str | Path) -> list[Path]:
     join = "-" if table.spec.axis else "none"
     axes_style, context = _style()
     with axes_style, context:
-        fig = Figure(figsize=(max(6.0, 1.3 * len(order)) * 2, 4.2), layout="constrained")
-        axes = fig.subplots(1, 2)
-        for ax, key, name in ((axes[0], "top1", "top-1"), (axes[1], "top5", "top-5")):
+        # Top-5 only where the table shows it: with 10 classes or fewer it is ~0 throughout.
+        panels = [("top1", "top-1"), ("top5", "top-5")][: 2 if table.shows_top5 else 1]
+        fig = Figure(figsize=(max(6.0, 1.3 * len(order)) * len(panels), 4.2),
+                     layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (key, name) in zip(axes, panels, strict=True):
             values = seeds.dropna(subset=[key])
             if not values.empty:
                 # Seed dots above the mean bars, so a single seed stays visible.

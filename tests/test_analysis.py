@@ -349,6 +349,21 @@ def test_plot_functions_from_plain_stats(tmp_path):
     assert all(p.stat().st_size > 10_000 for p in paths)
 
 
+def test_error_figure_has_a_top5_panel_only_above_10_classes(table, tmp_path):
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from analysis.figures import plot_error_by_variant
+
+    widths = {}
+    for classes in (1000, 10):
+        shown = replace(table, num_classes=classes)
+        png = plot_error_by_variant(shown, tmp_path / f"e{classes}")[0]
+        widths[classes] = Image.open(png).size[0]
+    assert 1.8 < widths[1000] / widths[10] < 2.2  # two panels against one
+
+
 @pytest.mark.slow
 def test_figures_command_from_mlflow(store, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
