@@ -190,8 +190,6 @@ def _states_in_storage(url: str | None) -> dict[str, str]:
     cache: dict[str, dict[str, Any]] = {}
     for queue in q.GridQueue.all(storage):
         for (point, seed), tickets in queue.slots().items():
-            if not tickets:
-                continue  # a slot whose ticket another `senet queue` has yet to add
             settings = tickets[0].settings
             try:
                 resolved = cache.get(point) or cache.setdefault(point, resolved_settings(settings))

@@ -266,7 +266,9 @@ class GridQueue:
         return Ticket.from_trial(self.store.trial(trial_id), trial_id, self.name)
 
     def slots(self, tickets: list[Ticket] | None = None) -> dict[tuple[str, int], list[Ticket]]:
-        """(point, seed) -> the tickets of its key, for the grid as it now stands."""
+        """(point, seed) -> the tickets of its key, for the grid as it now stands. A slot
+        with no ticket yet (another `senet queue` records the slots first and adds their
+        tickets after) is left out: it is neither queued nor failed."""
         tickets = self.related_tickets() if tickets is None else tickets
         keys = self.slot_keys()
         if keys is None:
@@ -277,7 +279,7 @@ class GridQueue:
         by_key: dict[str, list[Ticket]] = defaultdict(list)
         for t in tickets:
             by_key[t.key].append(t)
-        return {slot: by_key.get(key, []) for slot, key in keys.items()}
+        return {slot: by_key[key] for slot, key in keys.items() if key in by_key}
 
     def counts(self, tickets: list[Ticket] | None = None) -> SlotCounts:
         counts = SlotCounts()

@@ -106,7 +106,8 @@ def test_points_run_backwards_on_every_other_seed(tmp_path):
 
 def test_plan_skips_a_slot_whose_ticket_is_not_added_yet(tmp_path):
     """Another `senet queue` records a grid's slots first and adds their tickets after:
-    a plan made in between must not trip over a slot with no ticket."""
+    a plan or a count made in between must not trip over a slot with no ticket, nor call
+    it failed."""
     from senet import queue as q
     from senet.storage import open_storage
 
@@ -120,6 +121,8 @@ def test_plan_skips_a_slot_whose_ticket_is_not_added_yet(tmp_path):
     plan = make_plan([a], storage_url=storage_url, device="cpu",
                      tracking_uri=f"sqlite:///{tmp_path}/none.db")
     assert plan.counts()["queued"] == 4
+    counts = queue.counts()  # what `senet status` and the workers' progress lines show
+    assert (counts.queued, counts.failed, counts.total) == (4, 0, 4)
 
 
 def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri):
