@@ -25,6 +25,7 @@ from senet import queue as q
 from senet import search as searches
 from senet import tracking
 from senet.errors import SenetError, TicketFinished, TrainingFailed, one_line
+from senet.processes import process_context
 from senet.progress import format_duration
 from senet.storage import open_storage
 from senet.ticket_store import TicketStore
@@ -411,38 +412,6 @@ def parse_devices(spec: str) -> list[str]:
     if not devices:
         raise SenetError("--devices: empty list")
     return devices
-
-
-# What a worker process imports: the fork server imports it once, and each worker forked
-# from it starts at once instead of spending seconds of CPU on the same imports. A module
-# that fails to import is skipped by the server (the worker then imports it itself).
-WORKER_PRELOAD = [
-    "torch", "optuna", "sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.postgresql",
-    "alembic.command", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
-    "mlflow.store.db.utils", "senet.worker", "senet.train", "senet.data.load",
-]
-
-
-def process_context() -> Any:
-    """Where worker processes come from: multiprocessing's fork server where the platform
-    has one, spawn elsewhere. The fork server is a fresh interpreter, not a fork of this
-    process, so no CUDA context, store connection or thread of ours is inherited."""
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_PRELOAD)
-    return ctx
-
-
-def start_worker_server() -> None:
-    """Start the fork server now, in the background, so that its imports overlap with
-    whatever this process does before it starts workers (queueing, checking stores)."""
-    if process_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
 
 
 def _child(cfg: WorkerConfig, report: Any, environ: dict[str, str]) -> None:

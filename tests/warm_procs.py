@@ -10,40 +10,33 @@ with its own storage objects, file locks and database connections, and can be SI
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import sys
 from pathlib import Path
 
-# What `senet queue`, `senet status` and `senet work` import, plus the test modules whose
-# functions the children run. A module that fails to import is skipped by the server.
+from senet.processes import WORKER_PRELOAD, process_context, start_worker_server
+
+# What a worker imports (senet.processes), plus what `senet queue` and `senet status`
+# import and the test modules whose functions the children run. A module that fails to
+# import is skipped by the server.
 PRELOAD = [
-    "pytest", "torch", "torch._dynamo", "PIL.Image", "git", "optuna", "psycopg2",
-    "sqlalchemy.dialects.sqlite",
-    "sqlalchemy.dialects.postgresql", "alembic.command", "mlflow",
-    "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.db.utils",
-    "senet.cli", "senet.worker", "senet.train", "senet.tracking", "senet.storage",
-    "senet.plan", "senet.data.load", "senet.data.folder",
-    "senet.commands.queue", "senet.commands.status", "senet.commands.work",
-    "warm_procs",
+    *WORKER_PRELOAD, "pytest", "torch._dynamo", "PIL.Image", "git", "psycopg2",
+    "senet.cli", "senet.tracking", "senet.storage", "senet.plan", "senet.data.folder",
+    "senet.commands.queue", "senet.commands.status", "senet.commands.work", "warm_procs",
 ]
 _numbers = itertools.count()
 
 
 def context():
-    """The fork-server context; the server lives as long as the test session."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
-    return ctx
+    """The fork-server context; the server lives as long as the test session. It is the
+    one `senet work` forks its workers from (multiprocessing has one per process)."""
+    return process_context(PRELOAD)
 
 
 def start() -> None:
     """Start the server now, in the background: its imports take seconds of one core,
     which overlap with whatever runs until the first process is asked for."""
-    from multiprocessing import forkserver
-
-    context()
-    forkserver.ensure_running()
+    start_worker_server(PRELOAD)
 
 
 def _run_cli(args: list[str], cwd: str, env: dict[str, str], out: str, err: str,

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise SenetError("give --out ROOT or --overwrite, not both")
     workers = args.workers or max(1, min(4, os.cpu_count() or 1))
     if workers > 1:
-        from senet.worker import start_worker_server
+        from senet.processes import start_worker_server
 
         start_worker_server()  # the workers' imports run while this process queues
     grid = load_grid(args.grid)  # a bad --grid fails here, before anything runs

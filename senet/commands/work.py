@@ -45,15 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from senet import queue as q
     from senet.commands.common import queue_name, retry_command
     from senet.errors import SenetError
+    from senet.processes import start_worker_server
     from senet.storage import open_storage, with_driver
     from senet.tracking import absolute_tracking_uri, check_tracking
-    from senet.worker import (
-        WorkerConfig,
-        parse_devices,
-        run_devices,
-        run_worker,
-        start_worker_server,
-    )
+    from senet.worker import WorkerConfig, parse_devices, run_devices, run_worker
 
     if args.grid and args.all:
         raise SenetError("give either a GRID or --all, not both")
@@ -179,7 +174,7 @@ def measured_per_gpu(storage, grids: list[str] | None, device: str, pack: int) -
     free memory (senet.gpu_share)."""
     from senet import queue as q
     from senet.gpu_share import per_gpu_default
-    from senet.worker import process_context
+    from senet.processes import process_context
 
     queues = ([q.GridQueue.open(storage, name) for name in grids] if grids
               else q.GridQueue.all(storage))
