@@ -17,8 +17,26 @@ import pytest
 # test_data.py checks the full size on its own.
 os.environ.setdefault("SENET_BUILTIN_PER_CLASS", "100,20")
 
+# pytest-xdist runs the tests in one process per core (pyproject.toml). Torch in each gets
+# its share of the cores: two processes each spinning a 2-thread OpenMP pool on 2 cores
+# took as long as one process alone. Set before torch is imported; the processes the tests
+# start inherit it.
+_TEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _TEST_PROCESSES > 1:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // _TEST_PROCESSES)))
+
 # What `.ci/postgres.sh` creates; tried when SENET_TEST_POSTGRES_URL is not set.
 LOCAL_POSTGRES_URL = "postgresql://senet:senet@127.0.0.1:5432/senet_test"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the one PostgreSQL database run in one test process, one at a time: a test
+    that counts what it queued there must not see another test's tickets arrive."""
+    for item in items:
+        if "postgres_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("postgres"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,12 +51,23 @@ def _warm_server() -> None:
 @pytest.fixture(scope="session")
 def _mlflow_template(tmp_path_factory) -> Path:
     """Creating an MLflow SQLite store runs its schema migrations (seconds); do it once
-    and hand every test a copy."""
+    per test run and hand every test a copy. Under xdist the test processes share the
+    folder above their own, and the first one to take the lock creates the store."""
+    import fcntl
+
     from mlflow import MlflowClient
 
-    folder = tmp_path_factory.mktemp("mlflow-template")
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    folder = shared / "mlflow-template"
+    folder.mkdir(exist_ok=True)
     db = folder / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "ready").exists():
+            MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+            (folder / "ready").touch()
     return db
 
 

@@ -34,6 +34,9 @@ from senet.errors import SenetError
 from senet.excitations import ARTIFACT_PATH, BlockStats, ExcitationStats
 from senet.grid import load_grid
 
+# The module-scoped store below takes seconds to build: run this file in one test process.
+pytestmark = pytest.mark.xdist_group("analysis")
+
 GRID_TOML = """
 title = "SE-ResNet-50: reduction ratio r (test)"
 paper_table = "imagenet/reduction"

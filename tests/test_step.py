@@ -208,10 +208,12 @@ def test_padded_evaluation_counts_equal_unpadded(static):
     padded = make_evaluator(model, batch_size=static)(batches)
     assert model.training  # evaluation puts the mode back
     assert len(plain) == len(padded) == 1
-    # Counts are exact; the loss sums differ at most by float64 summation order.
+    # Counts are exact. The loss is not bit-exact: a convolution's float32 output for one
+    # image can depend on the batch's size, through the kernel the CPU library picks for
+    # that shape (seen on one thread: 5e-9 relative).
     assert padded[0]["val_top1_err"] == plain[0]["val_top1_err"]
     assert padded[0]["val_top5_err"] == plain[0]["val_top5_err"]
-    assert padded[0]["val_loss"] == pytest.approx(plain[0]["val_loss"], rel=1e-12)
+    assert padded[0]["val_loss"] == pytest.approx(plain[0]["val_loss"], rel=1e-6)
     # And the reference: the per-batch host-read evaluation that train.py does.
     model.eval()
     with torch.no_grad():
