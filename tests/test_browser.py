@@ -88,6 +88,7 @@ def artifacts(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_dashboard_shows_the_grid_runs_in_chromium(tmp_path, monkeypatch, artifacts,
                                                    _mlflow_template):
     chromium = _chromium()

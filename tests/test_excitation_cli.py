@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -27,6 +28,7 @@ def _val_folder(root):
     return root
 
 
+@pytest.mark.slow
 def test_excitation_from_our_weights_on_a_val_folder(tmp_path, capsys):
     data = _val_folder(tmp_path / "val")
     weights = tmp_path / "weights.pt"

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import pytest
 import warm_procs
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -119,6 +120,7 @@ def _runs(tracking_uri: str, queue: GridQueue) -> list:
     return [r for r in client.search_runs([exp]) if r.data.tags.get("senet.role") != "grid"]
 
 
+@pytest.mark.slow
 def test_three_workers_train_each_trial_seed_once(tmp_path, tracking_uri):
     budget = 9
     storage, path = _start(tmp_path, tracking_uri, budget, startup=100)  # no pruning
@@ -157,6 +159,7 @@ def test_three_workers_train_each_trial_seed_once(tmp_path, tracking_uri):
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
+@pytest.mark.slow
 def test_pruned_trials_are_closed_in_optuna_mlflow_and_the_queue(tmp_path, tracking_uri,
                                                                  capsys):
     budget = 8
@@ -199,6 +202,7 @@ def test_pruned_trials_are_closed_in_optuna_mlflow_and_the_queue(tmp_path, track
     assert (report["failed"], report["pruned"], report["failures"]) == (0, 2 * len(pruned), [])
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_trial_is_taken_over_and_told_once(tmp_path, tracking_uri):
     budget = 3
     storage, path = _start(tmp_path, tracking_uri, budget, startup=100)
