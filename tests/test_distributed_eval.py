@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.multiprocessing as mp
+import warm_procs
 
 from senet.models import build
 from senet.step import make_evaluator
@@ -27,20 +28,23 @@ def _model() -> torch.nn.Module:
     return build("se_resnet20", num_classes=10).eval()
 
 
-def _rank(rank: int, world: int, init: str, results) -> None:
-    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+def _rank(rank: int, world: int, folder: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous",
+                                         rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        results[rank] = _evaluate(make_evaluator(_model()), _Data(), world, rank)
+        torch.save(_evaluate(make_evaluator(_model()), _Data(), world, rank),
+                   f"{folder}/rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.slow  # two spawned processes, each importing torch: ~10 s idle, more under load
+@pytest.mark.slow
 def test_two_ranks_report_what_one_process_does(tmp_path):
     alone = _evaluate(make_evaluator(_model()), _Data())
-    results = mp.Manager().dict()
-    mp.spawn(_rank, args=(2, f"file://{tmp_path / 'rendezvous'}", results), nprocs=2)
+    warm_procs.start()  # two real processes, forked from the session's warm interpreter
+    mp.start_processes(_rank, args=(2, str(tmp_path)), nprocs=2, start_method="forkserver")
+    results = {rank: torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)}
     for rank in (0, 1):
         for key in ("val_top1_err", "val_top5_err"):
             assert results[rank][key] == alone[key], (rank, key)
