@@ -141,6 +141,7 @@ def run_training(
     """
     from senet import checkpoint
     from senet.data import load_data
+    from senet.data.load import check_dataset
     from senet.flops import count
     from senet.models import build
     from senet.schedule import Schedule
@@ -164,6 +165,9 @@ def run_training(
             f"{ckpt_path} exists: add --resume to continue that run, or give another --out"
         )
     _check_same_settings(out, _plan_params(cfg, plan), cfg.resume, None)  # in seconds
+    # A mistyped dataset is refused before the tracking store is touched (a new store
+    # would be created for nothing), and before any image is read.
+    _check_num_classes(check_dataset(cfg.dataset, cfg.data_root), plan, cfg.dataset)
     tracker = RunTracker(cfg.tracking_uri, cfg.experiment) if is_main else None
     if cfg.compile:
         _share_inductor_cache()
@@ -307,10 +311,14 @@ def _check_classes(data: Any, plan: Plan) -> None:
     if data.num_classes < 2:
         raise SenetError(f"dataset {data.name}: {data.num_classes} class found; a classifier "
                          "needs at least 2 classes (one folder per class)")
+    _check_num_classes(data.num_classes, plan, data.name)
+
+
+def _check_num_classes(found: int | None, plan: Plan, dataset: str) -> None:
     wanted = plan.model_options.get("num_classes")
-    if wanted is not None and str(wanted) != str(data.num_classes):
-        raise SenetError(f"--set num_classes={wanted}: dataset {data.name} has "
-                         f"{data.num_classes} classes and the classifier follows the dataset; "
+    if found is not None and wanted is not None and str(wanted) != str(found):
+        raise SenetError(f"--set num_classes={wanted}: dataset {dataset} has "
+                         f"{found} classes and the classifier follows the dataset; "
                          "drop num_classes")
 
 

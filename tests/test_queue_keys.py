@@ -281,7 +281,7 @@ def test_queue_checks_data_and_paper_table_first(tmp_path, tracking_uri, capsys)
         (tmp_path / "m.toml").read_text().replace("/does/not/exist", str(one)))
     assert queue_cmd(str(tmp_path / "m.toml"), "--storage", storage,
                      "--tracking-uri", tracking_uri) == 2
-    assert "holds 1 class folder(s); a classifier needs at least two" in capsys.readouterr().err
+    assert "has 1 class folder; a classifier needs at least 2 classes" in capsys.readouterr().err
     assert not Path(storage).exists()  # nothing queued, no queue file made
 
     table = grid_file(tmp_path / "p.toml", 'paper_table = "no-such-table"\n[axes]\n'

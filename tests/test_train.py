@@ -140,6 +140,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     if not torch.cuda.is_available():  # where CUDA exists, cuda:0 is a valid device
         assert cli_main(["train", "se_resnet20", "--device", "cuda:0", *uri]) == 2
         assert "--device cuda:0: CUDA is not available here" in capsys.readouterr().err
+    assert not (tmp_path / "m.db").exists()  # no tracking store made for a mistyped command
 
 
 def test_a_folder_dataset_trains_and_is_logged_as_a_local_source(tmp_path, tracking_uri,

@@ -253,7 +253,7 @@ def test_inputs_that_cannot_train_are_one_line_errors(tmp_path, capsys, monkeypa
         code = cli_main([*base, *extra, "--out", str(tmp_path / f"o{i}")])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and expected in err[0], (extra, err)
-    assert not (tmp_path / "m.db").exists() or not _runs(f"sqlite:///{tmp_path}/m.db")
+    assert not (tmp_path / "m.db").exists()  # refused before the store was touched
 
 
 # Every case in one process (one import of torch and MLflow): each is `senet ARGS` through

@@ -132,30 +132,23 @@ def _check_distinct(grids: list[Any]) -> None:
 
 
 def check_data(grid: Any) -> None:
-    """Every folder dataset exists and holds at least two classes in each split: checked
-    now, not found out point by point at work time."""
-    from senet.data.scan import find_split
+    """Every dataset of the grid is one that exists (folders: with at least two classes in
+    each split): checked now, not found out point by point at work time."""
+    from senet.data.load import check_dataset
     from senet.errors import SenetError
 
     checked: set[str] = set()
     for point in grid.points:
         dataset = point.settings.get("dataset", "")
-        if not dataset.startswith("folder:") or dataset in checked:
+        if dataset in checked:
             continue
         checked.add(dataset)
-        root = Path(dataset[len("folder:"):]).expanduser()
-        where = f"{grid.path}: dataset {dataset!r}"
-        if not root.is_dir():
-            raise SenetError(f"{where}: folder {root} does not exist; fix the path")
-        for names in (("train",), ("test", "val")):
-            try:
-                split = find_split(root, names, dataset)
-            except SenetError as exc:
-                raise SenetError(f"{where}: {exc}") from None
-            classes = [e for e in split.iterdir() if e.is_dir() and not e.name.startswith(".")]
-            if len(classes) < 2:
-                raise SenetError(f"{where}: {split} holds {len(classes)} class folder(s); "
-                                 "a classifier needs at least two")
+        if dataset == "imagenet":
+            continue  # its root may exist only on the machines that will train it
+        try:
+            check_dataset(dataset)
+        except SenetError as exc:
+            raise SenetError(f"{grid.path}: {exc}") from None
 
 
 def paper_table_warning(grid: Any) -> str | None:

@@ -53,6 +53,47 @@ def load_data(
     raise SenetError(f"unknown dataset {dataset!r}; choose one of {VALID_NAMES}")
 
 
+def check_dataset(dataset: str, root: str | None = None) -> int | None:
+    """What can be told of ``dataset`` without reading an image: a known name; for
+    imagenet a root with train/ and val/; for folder:PATH a tree whose train/ and test/
+    (or val/) each hold at least two class folders. Milliseconds, so that a command can
+    run it before it records anything. Returns the number of classes where the name alone
+    tells it (the built-in data, CIFAR, a folder tree), else None."""
+    from senet.data.scan import find_split
+
+    if dataset == "builtin":
+        from senet.data.builtin import CLASS_NAMES
+
+        return len(CLASS_NAMES)
+    if dataset in ("cifar10", "cifar100"):
+        return int(dataset[len("cifar"):])
+    if dataset == "imagenet":
+        if not root:
+            raise SenetError("imagenet: no data root given; pass --data-root DIR with train/ "
+                             "and val/")
+        base = Path(root).expanduser()
+        if not base.is_dir():
+            raise SenetError(f"imagenet: no such directory {base}")
+        for names in (("train",), ("val",)):
+            find_split(base, names, "imagenet")
+        return None
+    if dataset.startswith("folder:") and len(dataset) > len("folder:"):
+        base = Path(dataset[len("folder:"):]).expanduser()
+        if not base.is_dir():
+            raise SenetError(f"{dataset}: folder {base} does not exist; fix the path")
+        counts = []
+        for names in (("train",), ("test", "val")):
+            split = find_split(base, names, dataset)
+            classes = [e for e in split.iterdir() if e.is_dir() and not e.name.startswith(".")]
+            if len(classes) < 2:
+                # One class trains to 0% error and proves nothing.
+                raise SenetError(f"{dataset}: {split} has {len(classes)} class folder; a "
+                                 "classifier needs at least 2 classes (one folder per class)")
+            counts.append(len(classes))
+        return counts[0]
+    raise SenetError(f"unknown dataset {dataset!r}; choose one of {VALID_NAMES}")
+
+
 def _builtin(**kwargs) -> Data:
     from senet.data import builtin
     from senet.data.tensor_data import build_tensor_data
