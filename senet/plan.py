@@ -224,18 +224,12 @@ def dataset_sizes(dataset: str, subset: int | None, *, data_root: str | None = N
 
 
 def _count_tree(dataset: str, data_root: str | None) -> tuple[int, int]:
-    from senet.data.scan import find_split, scan_split
+    from senet.data.scan import scan_split, tree_splits
 
-    if dataset.startswith("folder:"):
-        root, val_names = Path(dataset[len("folder:"):]).expanduser(), ("test", "val")
-    else:
-        if dataset != "imagenet":
-            return KNOWN_SIZES[dataset]  # CIFAR roots hold archives, not trees
-        root, val_names = Path(data_root).expanduser(), ("val",)
-    if not root.is_dir():
-        raise SenetError(f"{dataset}: no such directory {root}")
-    return (len(scan_split(find_split(root, ("train",), dataset))),
-            len(scan_split(find_split(root, val_names, dataset))))
+    if dataset != "imagenet" and not dataset.startswith("folder:"):
+        return KNOWN_SIZES[dataset]  # CIFAR roots hold archives, not trees
+    train_dir, val_dir = tree_splits(dataset, data_root)
+    return len(scan_split(train_dir)), len(scan_split(val_dir))
 
 
 # ---------------------------------------------------------------------------

@@ -273,7 +273,7 @@ def test_queue_checks_data_and_paper_table_first(tmp_path, tracking_uri, capsys)
     capsys.readouterr()
     assert queue_cmd(str(tmp_path / "m.toml"), "--storage", storage,
                      "--tracking-uri", tracking_uri) == 2
-    assert "folder /does/not/exist does not exist" in capsys.readouterr().err
+    assert "no such directory /does/not/exist; fix the path" in capsys.readouterr().err
     one = tmp_path / "one"
     for split in ("train", "val"):
         (one / split / "cat").mkdir(parents=True)

@@ -23,10 +23,9 @@ from senet.data import cache
 from senet.data.augment import channel_stats
 from senet.data.base import Data, tensor_digest
 from senet.data.images import decode_small, image_size
-from senet.data.scan import Split, find_split, scan_split
+from senet.data.scan import Split, require_two_classes, scan_split, tree_splits
 from senet.data.streaming import StreamingData
 from senet.data.tensor_data import build_tensor_data
-from senet.errors import SenetError
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +43,11 @@ def load_folder(
     workers: int,
     train_size: int | None,
 ) -> Data:
-    root = Path(path).expanduser()
     name = f"folder:{path}"
-    if not root.is_dir():
-        raise SenetError(f"{name}: no such directory {root}")
-    train_dir = find_split(root, ("train",), name)
-    val_dir = find_split(root, ("test", "val"), name)
+    train_dir, val_dir = tree_splits(name)
+    root = train_dir.parent
     train = scan_split(train_dir)
-    if len(train.class_names) < 2:
-        # One class trains to 0% error and proves nothing: refuse it before any work.
-        raise SenetError(f"{name}: {train_dir} has {len(train.class_names)} class folder; a "
-                         "classifier needs at least 2 classes (one folder per class)")
+    require_two_classes(name, train_dir, len(train.class_names))
     val = scan_split(val_dir, train.class_names)
     width, height = image_size(train.files[0])
     source = str(root.resolve())

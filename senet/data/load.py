@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from senet.data.augment import channel_stats
@@ -59,7 +57,7 @@ def check_dataset(dataset: str, root: str | None = None) -> int | None:
     (or val/) each hold at least two class folders. Milliseconds, so that a command can
     run it before it records anything. Returns the number of classes where the name alone
     tells it (the built-in data, CIFAR, a folder tree), else None."""
-    from senet.data.scan import find_split
+    from senet.data.scan import require_two_classes, tree_splits
 
     if dataset == "builtin":
         from senet.data.builtin import CLASS_NAMES
@@ -68,27 +66,13 @@ def check_dataset(dataset: str, root: str | None = None) -> int | None:
     if dataset in ("cifar10", "cifar100"):
         return int(dataset[len("cifar"):])
     if dataset == "imagenet":
-        if not root:
-            raise SenetError("imagenet: no data root given; pass --data-root DIR with train/ "
-                             "and val/")
-        base = Path(root).expanduser()
-        if not base.is_dir():
-            raise SenetError(f"imagenet: no such directory {base}")
-        for names in (("train",), ("val",)):
-            find_split(base, names, "imagenet")
+        tree_splits(dataset, root)
         return None
     if dataset.startswith("folder:") and len(dataset) > len("folder:"):
-        base = Path(dataset[len("folder:"):]).expanduser()
-        if not base.is_dir():
-            raise SenetError(f"{dataset}: folder {base} does not exist; fix the path")
         counts = []
-        for names in (("train",), ("test", "val")):
-            split = find_split(base, names, dataset)
+        for split in tree_splits(dataset):
             classes = [e for e in split.iterdir() if e.is_dir() and not e.name.startswith(".")]
-            if len(classes) < 2:
-                # One class trains to 0% error and proves nothing.
-                raise SenetError(f"{dataset}: {split} has {len(classes)} class folder; a "
-                                 "classifier needs at least 2 classes (one folder per class)")
+            require_two_classes(dataset, split, len(classes))
             counts.append(len(classes))
         return counts[0]
     raise SenetError(f"unknown dataset {dataset!r}; choose one of {VALID_NAMES}")
@@ -129,17 +113,11 @@ def _cifar(name: str, root: str | None, **kwargs) -> Data:
 
 
 def _imagenet(root: str | None, **kwargs) -> Data:
-    from senet.data.scan import find_split, scan_split
+    from senet.data.scan import scan_split, tree_splits
     from senet.data.streaming import StreamingData
 
-    if not root:
-        raise SenetError("imagenet: no data root given; pass --data-root DIR with train/ and val/")
-    base = Path(root).expanduser()
-    if not base.is_dir():
-        raise SenetError(f"imagenet: no such directory {base}")
-    train_dir = find_split(base, ("train",), "imagenet")
-    val_dir = find_split(base, ("val",), "imagenet")
+    train_dir, val_dir = tree_splits("imagenet", root)
     train = scan_split(train_dir)
     val = scan_split(val_dir, train.class_names)
-    source = str(base.resolve())
+    source = str(train_dir.parent.resolve())
     return StreamingData(name="imagenet", train=train, val=val, source=source, **kwargs)

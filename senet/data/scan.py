@@ -32,6 +32,30 @@ def find_split(root: Path, names: tuple[str, ...], what: str) -> Path:
     raise SenetError(f"{what}: missing split directory {tried}; expected <split>/<class>/<image>")
 
 
+def tree_splits(dataset: str, data_root: str | None = None) -> tuple[Path, Path]:
+    """The train and validation folders of a tree dataset: ``imagenet`` (under
+    ``data_root``, with train/ and val/) or ``folder:PATH`` (train/ and test/ or val/)."""
+    if dataset == "imagenet":
+        if not data_root:
+            raise SenetError("imagenet: no data root given; pass --data-root DIR with train/ "
+                             "and val/")
+        root, val_names = Path(data_root).expanduser(), ("val",)
+    elif dataset.startswith("folder:") and len(dataset) > len("folder:"):
+        root, val_names = Path(dataset[len("folder:"):]).expanduser(), ("test", "val")
+    else:
+        raise ValueError(f"{dataset!r} is not a tree dataset")
+    if not root.is_dir():
+        raise SenetError(f"{dataset}: no such directory {root}; fix the path")
+    return find_split(root, ("train",), dataset), find_split(root, val_names, dataset)
+
+
+def require_two_classes(dataset: str, split: Path, n_classes: int) -> None:
+    """One class trains to 0% error and proves nothing: refuse it before any work."""
+    if n_classes < 2:
+        raise SenetError(f"{dataset}: {split} has {n_classes} class folder; a classifier "
+                         "needs at least 2 classes (one folder per class)")
+
+
 def scan_split(directory: Path, class_names: list[str] | None = None) -> Split:
     """Every image under directory/<class>/ (recursively), sorted by class then path.
 
