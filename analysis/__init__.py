@@ -9,6 +9,6 @@ queue_status.py                 queued / running / failed seeds from the grid qu
 excitation_select.py            which blocks, channels and classes the figures show
 figures.py, grid_figures.py     the plots, from stats alone or from a grid's runs
 
-analysis reads what senet writes (excitation statistics: senet.excitations); senet's core
+analysis reads what senet writes (excitation statistics: senet.excitation.stats); senet's core
 never imports analysis.
 """

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from senet.errors import SenetError
-from senet.excitations import ExcitationStats
+from senet.excitation.stats import ExcitationStats
 
 # The classes of the paper's figures, by ImageNet wnid: Fig. 6 shows goldfish, pug,
 # plane and cliff; Fig. 7 goldfish and plane. ImageNet has no class "plane": taking it as

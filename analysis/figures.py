@@ -1,6 +1,6 @@
 """Paper-style figures, each written as PNG and PDF.
 
-The excitation plots take excitation statistics alone (a senet.excitations.ExcitationStats
+The excitation plots take excitation statistics alone (a senet.excitation.stats.ExcitationStats
 or an npz path), so `senet excitation` can call them without MLflow. Figures are
 built on matplotlib Figure objects, not pyplot, so no global figure state or GUI backend
 is involved.
@@ -31,7 +31,7 @@ from analysis.excitation_select import (
     sample_channels,
 )
 from analysis.tables import GridTable
-from senet.excitations import ExcitationStats
+from senet.excitation.stats import ExcitationStats
 
 StatsLike = ExcitationStats | str | Path
 

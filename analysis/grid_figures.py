@@ -24,7 +24,7 @@ from analysis.figures import (
 from analysis.runs import download_artifact, metric_histories
 from analysis.tables import GridTable
 from senet.errors import SenetError
-from senet.excitations import ARTIFACT_PATH, ExcitationStats
+from senet.excitation.stats import ARTIFACT_PATH, ExcitationStats
 
 CURVE_KEYS = ["val_top1_err", "train_loss"]
 

@@ -90,7 +90,7 @@ def _grid_claims(grid: Any) -> tuple[Claim, ...]:
 
 
 def from_grid(grid: Any) -> GridSpec:
-    """Adapt a senet.grid.Grid."""
+    """Adapt a senet.settings.grid.Grid."""
     points = tuple(
         PointSpec(p.id, p.label, dict(p.settings), tuple(getattr(p, "seeds", None) or grid.seeds))
         for p in grid.points
@@ -136,7 +136,7 @@ def from_runs(name: str, runs: pd.DataFrame) -> GridSpec:
 def load_spec(spec: str, runs_for: Callable[[str], pd.DataFrame] | None = None) -> GridSpec:
     """The grid named or located by ``spec``. ``runs_for(name)`` supplies runs for grids
     that have no file (e.g. one since deleted); a name with neither file nor runs is an error."""
-    from senet.grid import load_grid, resolve_grid_path
+    from senet.settings.grid import load_grid, resolve_grid_path
 
     try:
         resolve_grid_path(spec)

@@ -16,7 +16,7 @@ class QueueReader:
     """Opens the queue storage once; ``for_grid`` gives a lookup per grid."""
 
     def __init__(self, storage_url: str | None) -> None:
-        from senet.storage import DEFAULT_STORAGE, open_storage, redact
+        from senet.queue.storage import DEFAULT_STORAGE, open_storage, redact
 
         url = storage_url or DEFAULT_STORAGE
         self.where = redact(url)
@@ -29,7 +29,7 @@ class QueueReader:
 
     def for_grid(self, grid: str) -> tuple[QueueStatus | None, str]:
         """The lookup for ``grid`` and, when there is none, why (for the table's notes)."""
-        from senet.queue import GridQueue, grace_period, slot_state
+        from senet.queue.tickets import GridQueue, grace_period, slot_state
 
         if self.storage is None:
             return None, ""

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from senet.errors import SenetError, one_line
-from senet.tracking import A_GRID as TAG_GRID
-from senet.tracking import T_KEY as TAG_KEY
-from senet.tracking import T_LABEL as TAG_LABEL
-from senet.tracking import T_POINT as TAG_POINT
-from senet.tracking import T_SEED as TAG_SEED
-from senet.tracking import TAG_FAIL_REASON as TAG_FAIL
-from senet.tracking import absolute_tracking_uri, prepare_env, resolve_uri, tag_filter
+from senet.tracking.store import A_GRID as TAG_GRID
+from senet.tracking.store import T_KEY as TAG_KEY
+from senet.tracking.store import T_LABEL as TAG_LABEL
+from senet.tracking.store import T_POINT as TAG_POINT
+from senet.tracking.store import T_SEED as TAG_SEED
+from senet.tracking.store import TAG_FAIL_REASON as TAG_FAIL
+from senet.tracking.store import absolute_tracking_uri, prepare_env, resolve_uri, tag_filter
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -94,8 +94,8 @@ def _search(client: MlflowClient, filter_string: str) -> list:
 def grid_slots(grid: str) -> dict[str, tuple[str, int, str]] | None:
     """training key -> (point id, seed, label) for the grid file ``grid`` names as it now
     stands, or None when no such file can be found (the tags then decide)."""
-    from senet.grid import load_grid
-    from senet.queue import grid_keys
+    from senet.queue.tickets import grid_keys
+    from senet.settings.grid import load_grid
 
     try:
         spec = load_grid(grid)

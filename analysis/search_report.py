@@ -226,16 +226,16 @@ def write_report(
 
 
 def trials_from_study(study: Any, search: Any) -> list[SearchTrial]:
-    """Finished trials of a search study (see senet.search), over-budget ones left out.
+    """Finished trials of a search study (see senet.queue.search), over-budget ones left out.
 
     Expects the error objective in percent, and the per-seed errors, where several, in
     the trial's ``senet.seed_errors`` user attribute.
     """
     from optuna.trial import TrialState
 
-    from senet.flops import count
     from senet.models import build
-    from senet.search import reduction_string, trial_settings
+    from senet.models.flops import count
+    from senet.queue.search import reduction_string, trial_settings
 
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

@@ -35,8 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import senet  # noqa: E402
-from senet.packed import pack, pack_inputs, pack_targets  # noqa: E402
-from senet.step import make_optimizer, make_train_step  # noqa: E402
+from senet.engine.packed import pack, pack_inputs, pack_targets  # noqa: E402
+from senet.engine.step import make_optimizer, make_train_step  # noqa: E402
 
 CIFAR = ["resnet20", "se_resnet20", "resnet110", "se_resnet110"]
 IMAGENET = ["resnet50", "se_resnet50"]

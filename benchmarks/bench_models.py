@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import senet
-from senet.se import SqueezeExcitation
+from senet.models.se import SqueezeExcitation
 
 
 def _addcmul(self: SqueezeExcitation, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:

@@ -72,7 +72,7 @@ def _queue(grid: Path, storage: str, tracking: str) -> None:
 
 def tracking_only_train(cfg, *, heartbeat=None, should_stop=None, log=None):
     """The tracking a real run does, without the training."""
-    from senet.tracking import RunTracker
+    from senet.tracking.store import RunTracker
 
     started = time.perf_counter()
     tracker = RunTracker(cfg.tracking_uri, cfg.experiment)
@@ -93,8 +93,8 @@ tracking_only_train.seconds = []
 def overhead(args: argparse.Namespace) -> None:
     import optuna
 
-    from senet import storage as st_mod
-    from senet.worker import Worker, WorkerConfig
+    from senet.queue import storage as st_mod
+    from senet.worker.loop import Worker, WorkerConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,9 +145,9 @@ def overhead(args: argparse.Namespace) -> None:
 def drill(args: argparse.Namespace) -> None:
     from mlflow import MlflowClient
 
-    from senet import queue as q
-    from senet import storage as st_mod
-    from senet import tracking as tr
+    from senet.queue import storage as st_mod
+    from senet.queue import tickets as q
+    from senet.tracking import store as tr
 
     folder = Path(tempfile.mkdtemp(prefix="senet-drill-"))
     name = f"drill{os.getpid()}"

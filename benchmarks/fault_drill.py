@@ -99,7 +99,7 @@ def one_line_error(*words: str) -> Callable[[subprocess.CompletedProcess], Resul
 
 
 def runs(cwd: Path, db: str = "mlflow.db") -> list:
-    from senet.tracking import open_client
+    from senet.tracking.store import open_client
 
     path = cwd / db
     if not path.exists():

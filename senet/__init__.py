@@ -14,7 +14,7 @@ def __getattr__(name: str) -> Any:
     if name == "probe":
         import importlib
 
-        return importlib.import_module("senet.probe")
+        return importlib.import_module("senet.excitation.probe")
     raise AttributeError(f"module 'senet' has no attribute {name!r}")
 
 
@@ -27,6 +27,6 @@ def build(name: str, weights: str | None = None, **options: Any):
 
 def load_weights(model, path_or_state_dict):
     """Load weights (ours or the released SE-ResNet port's layout) into ``model``."""
-    from senet.weights import load_weights as _load
+    from senet.models.weights import load_weights as _load
 
     return _load(model, path_or_state_dict)

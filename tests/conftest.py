@@ -129,7 +129,7 @@ def _no_system_metrics(monkeypatch):
 def quick_config(tmp_path: Path, **overrides):
     """A TrainConfig for a seconds-long CPU training with its own MLflow store at
     tmp_path/mlflow.db (request the `tracking_uri` fixture too to find it migrated)."""
-    from senet.config import TrainConfig
+    from senet.settings.config import TrainConfig
 
     base = dict(model="se_resnet20", dataset="builtin", preset="fast", epochs=2, batch_size=50,
                 subset=200, device="cpu", out=str(tmp_path / "run"),

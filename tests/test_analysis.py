@@ -31,8 +31,8 @@ from analysis.table_render import to_latex, to_markdown
 from analysis.tables import build_table
 from senet.cli import main as cli_main
 from senet.errors import SenetError
-from senet.excitations import ARTIFACT_PATH, BlockStats, ExcitationStats
-from senet.grid import load_grid
+from senet.excitation.stats import ARTIFACT_PATH, BlockStats, ExcitationStats
+from senet.settings.grid import load_grid
 
 # The module-scoped store below takes seconds to build: run this file in one test process.
 pytestmark = pytest.mark.xdist_group("analysis")

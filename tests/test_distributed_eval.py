@@ -8,9 +8,9 @@ import torch
 import torch.multiprocessing as mp
 import warm_procs
 
+from senet.engine.step import make_evaluator
+from senet.engine.train import _evaluate
 from senet.models import build
-from senet.step import make_evaluator
-from senet.train import _evaluate
 
 
 class _Data:

@@ -9,7 +9,7 @@ from PIL import Image
 
 import senet
 from senet.cli import main
-from senet.excitations import ExcitationStats
+from senet.excitation.stats import ExcitationStats
 
 WNIDS = ["n01443537", "n02110958", "n09246464"]  # goldfish, pug, cliff
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from senet.errors import SenetError
-from senet.gpu_share import free_bytes, measure_peak_bytes, per_gpu_default
+from senet.worker.gpu_share import free_bytes, measure_peak_bytes, per_gpu_default
 
 GiB = 2**30
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from senet.errors import SenetError
-from senet.grid import available_grids, grid_name, load_grid, point_id
+from senet.settings.grid import available_grids, grid_name, load_grid, point_id
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(
     p.relative_to(REPO / "experiments").with_suffix("").as_posix()
     for p in (REPO / "experiments").rglob("*.toml")
-    if p.parent.name != "search"  # search files (senet.search), tested in test_search.py
+    if p.parent.name != "search"  # search files (senet.queue.search), tested in test_search.py
 )
 ABLATIONS = ["activation", "gate", "integration", "nosqueeze", "reduction", "se3x3",
              "squeeze", "stages"]

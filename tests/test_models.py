@@ -11,10 +11,10 @@ import torch
 import senet
 from senet.cli import main as cli_main
 from senet.errors import SenetError
-from senet.flops import count
+from senet.excitation.probe import excitation_stats, record_excitations
 from senet.models import MODEL_NAMES, se_blocks
-from senet.probe import excitation_stats, record_excitations
-from senet.se import SEConfig, SqueezeExcitation
+from senet.models.flops import count
+from senet.models.se import SEConfig, SqueezeExcitation
 
 # (model, options, paper GFLOPs or None, paper params in millions or None)
 PAPER = [

@@ -7,10 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import senet
-from senet.errors import SenetError
-from senet.models.cifar import CifarResNet
-from senet.models.imagenet import ImageNetResNet
-from senet.packed import (
+from senet.engine.packed import (
     check_pack_size,
     pack,
     pack_inputs,
@@ -22,7 +19,10 @@ from senet.packed import (
     unpack_optimizer_state,
     unpack_tensor,
 )
-from senet.se import SEConfig
+from senet.errors import SenetError
+from senet.models.cifar import CifarResNet
+from senet.models.imagenet import ImageNetResNet
+from senet.models.se import SEConfig
 
 K = 3
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4

@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 from senet.cli import main
-from senet.grid import load_grid
-from senet.identity import training_key
-from senet.plan import EVAL_COST, make_plan
+from senet.queue.plan import EVAL_COST, make_plan
+from senet.settings.grid import load_grid
+from senet.settings.identity import training_key
 
 BASE = {"model": "se_resnet20", "dataset": "builtin", "preset": "fast"}
 
@@ -71,12 +71,12 @@ def test_plan_counts_each_training_once_across_grids(tmp_path):
 
 
 def test_plan_reads_states_from_the_queue(tmp_path):
-    from senet import queue as q
+    from senet.queue import tickets as q
 
     a = _grid(tmp_path, "a", SHARED.format(title="A", r=16))
     b = _grid(tmp_path, "b", SHARED.format(title="B", r=16))  # the very same trainings
     storage_url = str(tmp_path / "q.journal")
-    from senet.storage import open_storage
+    from senet.queue.storage import open_storage
 
     q.queue_grid(open_storage(storage_url), a, None, False)
     plan = make_plan([a, b], storage_url=storage_url, device="cpu",
@@ -91,8 +91,8 @@ def test_plan_reads_states_from_the_queue(tmp_path):
 def test_points_run_backwards_on_every_other_seed(tmp_path):
     """Tickets are claimed lowest number first. With two workers and two points, the worker
     that finishes first must draw the other point next, not every seed of the fast one."""
-    from senet import queue as q
-    from senet.storage import open_storage
+    from senet.queue import tickets as q
+    from senet.queue.storage import open_storage
 
     grid = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace(
         "seeds = [0, 1]", "seeds = [0, 1, 2]"))
@@ -108,8 +108,8 @@ def test_plan_skips_a_slot_whose_ticket_is_not_added_yet(tmp_path):
     """Another `senet queue` records a grid's slots first and adds their tickets after:
     a plan or a count made in between must not trip over a slot with no ticket, nor call
     it failed."""
-    from senet import queue as q
-    from senet.storage import open_storage
+    from senet.queue import tickets as q
+    from senet.queue.storage import open_storage
 
     a = _grid(tmp_path, "a", SHARED.format(title="A", r=16))
     storage_url = str(tmp_path / "q.journal")

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from senet.config import PRESET_DIR, load_preset
-from senet.schedule import Schedule
+from senet.engine.schedule import Schedule
+from senet.settings.config import PRESET_DIR, load_preset
 
 
 def _schedule(name: str, steps: int = 1) -> Schedule:

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import warm_procs
 
-from senet import tracking as tr
 from senet.cli import main as cli
 from senet.errors import SenetError, TrainingFailed
-from senet.storage import open_storage
+from senet.queue.storage import open_storage
+from senet.tracking import store as tr
 
 HEARTBEAT_S = 0.3
 GRACE_S = 2.0
@@ -70,7 +70,7 @@ def fake_train(cfg, *, heartbeat=None, should_stop=None, log=None, hold=None):
 
 
 def _worker_main(storage: str, grid: str, runs_dir: str, hold: int | None) -> None:
-    from senet.worker import WorkerConfig, run_worker
+    from senet.worker.loop import WorkerConfig, run_worker
 
     cfg = WorkerConfig(grids=[grid], storage=storage, runs_dir=runs_dir, device="cpu",
                        heartbeat_s=HEARTBEAT_S, grace_s=GRACE_S)
@@ -142,7 +142,7 @@ def read_events(runs_dir: Path, grid: str, name: str = "trainings.log") -> dict:
 
 
 def open_queue(storage: str, grid: str):
-    from senet import queue as q
+    from senet.queue import tickets as q
 
     return q.GridQueue.open(open_storage(storage), grid)
 
@@ -189,7 +189,7 @@ def test_queue_is_idempotent_and_records_tracking(tmp_path, tracking_uri, capsys
 
 def _claim_all(path: str, barrier, results) -> None:
     """One process with its own storage object: wait for the others, then try every ticket."""
-    from senet import queue as q
+    from senet.queue import tickets as q
 
     queue = q.GridQueue.open(open_storage(path), "race")
     waiting = queue.waiting()
@@ -200,7 +200,7 @@ def _claim_all(path: str, barrier, results) -> None:
 def test_claim_is_exclusive_across_storages(tmp_path):
     """Three processes, each with its own storage object, claim the same 20 tickets at once:
     every ticket is claimed by exactly one of them."""
-    from senet import queue as q
+    from senet.queue import tickets as q
 
     path = str(tmp_path / "race.journal")
     a, _ = q.GridQueue.open_or_create(open_storage(path), "race")
@@ -221,7 +221,7 @@ def test_claim_is_exclusive_across_storages(tmp_path):
 
 def test_duplicate_tickets_train_once(tmp_path):
     """Two tickets for one slot (e.g. two `senet queue` at once): the first claim wins."""
-    from senet import queue as q
+    from senet.queue import tickets as q
 
     path = str(tmp_path / "dup.journal")
     a, _ = q.GridQueue.open_or_create(open_storage(path), "dup")
@@ -243,7 +243,7 @@ def test_duplicate_tickets_train_once(tmp_path):
 
 
 def test_reaper_requeues_once(tmp_path):
-    from senet import queue as q
+    from senet.queue import tickets as q
 
     path = str(tmp_path / "reap.journal")
     a, _ = q.GridQueue.open_or_create(open_storage(path), "reap")
@@ -404,7 +404,7 @@ def test_unreachable_storage_fails_fast(tmp_path):
 
 
 def test_work_on_unknown_grid_is_an_error(tmp_path, tracking_uri):
-    from senet.worker import WorkerConfig, run_worker
+    from senet.worker.loop import WorkerConfig, run_worker
 
     storage = str(tmp_path / "q.journal")
     with pytest.raises(SenetError, match="nothing has been queued here yet"):

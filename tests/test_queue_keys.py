@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import warm_procs
 
-from senet import queue as q
-from senet import tracking as tr
 from senet.cli import main as cli
-from senet.storage import open_storage
+from senet.queue import tickets as q
+from senet.queue.storage import open_storage
+from senet.tracking import store as tr
 
 BASE = """\
 {name}title = "t"
@@ -58,7 +58,7 @@ def counting_trainer(calls: list):
 
 
 def drain(storage: str, calls: list) -> None:
-    from senet.worker import Worker, WorkerConfig
+    from senet.worker.loop import Worker, WorkerConfig
 
     cfg = WorkerConfig(grids=None, storage=storage, runs_dir=str(Path(storage).parent / "runs"),
                        device="cpu", heartbeat_s=0.5, grace_s=30)

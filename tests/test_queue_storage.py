@@ -1,4 +1,4 @@
-"""The contract of senet.ticket_store.TicketStore, the queue's only door to Optuna's
+"""The contract of senet.queue.store.TicketStore, the queue's only door to Optuna's
 storage, run against every storage kind: a journal file, SQLite and (when a server is
 available, see conftest.postgres_url) PostgreSQL. An Optuna upgrade that changes any of
 these behaviours fails here first."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from senet.errors import TicketFinished
-from senet.storage import open_storage
-from senet.ticket_store import TicketStore
+from senet.queue.storage import open_storage
+from senet.queue.store import TicketStore
 
 
 @pytest.fixture(params=["journal", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -11,7 +11,7 @@ import warm_procs
 from optuna.trial import TrialState
 
 from senet.errors import SenetError
-from senet.search import (
+from senet.queue.search import (
     OVER_BUDGET_ATTR,
     ask_config,
     cost,
@@ -240,7 +240,7 @@ def test_should_prune_compares_with_completed_trials_at_the_same_epoch(tmp_path)
 
 
 def test_grids_take_per_stage_reduction_and_see_uniform_lists_as_duplicates(tmp_path):
-    from senet.grid import load_grid
+    from senet.settings.grid import load_grid
 
     grid = _write(tmp_path, 'model = "se_resnet20"\npreset = "fast"\ndataset = "builtin"\n'
                             '[axes]\nreduction = ["4,8,none", [2, "none", 32]]\n', "g.toml")
@@ -257,8 +257,8 @@ def test_grids_take_per_stage_reduction_and_see_uniform_lists_as_duplicates(tmp_
 
 
 def test_plan_prices_a_search_as_trials_times_seeds(tmp_path):
-    from senet.identity import key_of, resolved_settings
-    from senet.search import as_grid, is_search_file
+    from senet.queue.search import as_grid, is_search_file
+    from senet.settings.identity import key_of, resolved_settings
 
     path = _write(tmp_path, BASE.format(trials=9).replace("seeds = [0]", "seeds = [0, 1]"))
     assert is_search_file(path) and not is_search_file(REPO / "experiments" / "demo.toml")
@@ -281,7 +281,7 @@ def test_worker_samplers_do_not_replay_the_same_settings(tmp_path):
     def worker_draws(reseed: bool) -> list:
         mine = open_study(search, storage)  # what each worker process opens
         if reseed:
-            mine.sampler.reseed_rng()  # as senet.search.opened does
+            mine.sampler.reseed_rng()  # as senet.queue.search.opened does
         return [ask_config(mine, search)[1] for _ in range(3)]
 
     assert worker_draws(False) == worker_draws(False)  # the replay: same seed, same draws

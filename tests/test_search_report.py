@@ -83,7 +83,14 @@ def test_report_reads_a_real_search_study(tmp_path):
     import optuna
 
     from analysis.search_report import trials_from_study
-    from senet.search import ask_config, cost, load_search, open_study, tell_pruned, tell_result
+    from senet.queue.search import (
+        ask_config,
+        cost,
+        load_search,
+        open_study,
+        tell_pruned,
+        tell_result,
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = tmp_path / "s.toml"

@@ -20,11 +20,11 @@ import warm_procs
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from senet import search as s
 from senet.cli import main
-from senet.queue import GridQueue
-from senet.storage import open_storage
-from senet.worker import WorkerConfig, run_worker
+from senet.queue import search as s
+from senet.queue.storage import open_storage
+from senet.queue.tickets import GridQueue
+from senet.worker.loop import WorkerConfig, run_worker
 
 LOG_ENV = "SENET_TEST_TRAINING_LOG"
 HANG_ENV = "SENET_TEST_HANG"
@@ -62,7 +62,7 @@ def _made_up_error(settings: dict, seed: int, epoch: int) -> float:
 def fake_train(cfg, *, should_stop=None, log=None, on_epoch=None) -> dict:
     """Two epochs in a real MLflow run (closed as run_training closes it), logged to the
     file named by $SENET_TEST_TRAINING_LOG: one line per training started."""
-    from senet.tracking import RunTracker, tracked_run
+    from senet.tracking.store import RunTracker, tracked_run
 
     with open(os.environ[LOG_ENV], "a") as fh:
         fh.write(json.dumps({"trial": cfg.tags.get(s.T_TRIAL), "seed": cfg.seed,

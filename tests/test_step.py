@@ -8,17 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from senet.errors import SenetError
-from senet.models.cifar import CifarResNet
-from senet.packed import pack, pack_inputs, pack_targets, unpack
-from senet.se import SEConfig
-from senet.step import (
+from senet.engine.packed import pack, pack_inputs, pack_targets, unpack
+from senet.engine.step import (
     NonFiniteLoss,
     make_evaluator,
     make_graph_ready,
     make_optimizer,
     make_train_step,
 )
+from senet.errors import SenetError
+from senet.models.cifar import CifarResNet
+from senet.models.se import SEConfig
 
 LR, MOMENTUM, WD = 0.05, 0.9, 5e-4
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),

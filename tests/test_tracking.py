@@ -16,7 +16,7 @@ def _race(tag: str, folders: list[str]) -> None:
     """A process's main, round after round: signal that it is ready (run started in that
     round's store), then spin until the test creates the round's go file, so the dataset
     inserts of all three processes land together."""
-    from senet.tracking import RunTracker
+    from senet.tracking.store import RunTracker
 
     for folder in map(Path, folders):
         tracker = RunTracker(f"sqlite:///{folder}/race.db", "race")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from senet import tracking
+from senet.tracking import store as tracking
 
 LABELS = ["it's", 'say "hi"', "both ' and \"", "both _ and _", "100% plain"]
 

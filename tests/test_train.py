@@ -13,9 +13,9 @@ from conftest import fork_cli, quick_config
 from mlflow.tracking import MlflowClient
 
 from senet.cli import main as cli_main
-from senet.config import TrainConfig
+from senet.engine.train import run_training
 from senet.errors import SenetError, TrainingFailed
-from senet.train import run_training
+from senet.settings.config import TrainConfig
 
 # The small built-in dataset (conftest), and MLflow stores copied from a migrated one.
 
@@ -72,7 +72,7 @@ def test_killed_run_resumes_to_exactly_the_same_result(tmp_path, tracking_uri, _
     uri = f"sqlite:///{killed_db}"
     out = tmp_path / "killed"
     args = [*common, "--out", str(out), "--tracking-uri", uri]
-    assert fork_cli(args, kill_self_at="senet.checkpoint.save_training", after=True) == \
+    assert fork_cli(args, kill_self_at="senet.engine.checkpoint.save_training", after=True) == \
         -signal.SIGKILL
     assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
     assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["epoch"] == 1

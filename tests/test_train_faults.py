@@ -21,9 +21,9 @@ from conftest import fork_cli, quick_config, wait_for
 from mlflow.tracking import MlflowClient
 
 from senet.cli import main as cli_main
-from senet.config import TrainConfig
+from senet.engine.train import run_training
 from senet.errors import TrainingFailed, TrainingStopped
-from senet.train import run_training
+from senet.settings.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--subset", "200", "--batch-size", "50", "--device", "cpu"]
@@ -49,7 +49,7 @@ def _runs(uri: str) -> list:
 def _open_together(uri: str, folder: str, name: str) -> None:
     """A process's main: say it is ready, spin until the test creates the go file (so all of
     them open the new store within a millisecond or so of each other), then record a run."""
-    from senet.tracking import RunTracker, tracked_run
+    from senet.tracking.store import RunTracker, tracked_run
 
     (Path(folder) / f"ready-{name}").touch()
     deadline = time.monotonic() + 120
@@ -62,7 +62,7 @@ def _open_together(uri: str, folder: str, name: str) -> None:
 
 
 def test_processes_starting_together_on_a_new_store_all_record_their_runs(tmp_path):
-    from senet.tracking import RunTracker, tracked_run
+    from senet.tracking.store import RunTracker, tracked_run
 
     db = tmp_path / "fresh" / "mlflow.db"
     db.parent.mkdir()
@@ -143,7 +143,7 @@ def test_a_kill_before_the_first_checkpoint_is_continued_in_the_same_run(tmp_pat
             "--tracking-uri", tracking_uri]
     # SIGKILLed in its own process as its first epoch begins: the MLflow run is open and
     # recorded beside the checkpoint-to-be, no checkpoint exists yet.
-    assert fork_cli(args, kill_self_at="senet.train._train_epoch") == -signal.SIGKILL
+    assert fork_cli(args, kill_self_at="senet.engine.train._train_epoch") == -signal.SIGKILL
     assert not (out / "checkpoint.pt").exists()
     first = json.loads((out / "run.json").read_text())["run_id"]
     assert [r.info.status for r in _runs(tracking_uri)] == ["RUNNING"]
@@ -339,7 +339,7 @@ def test_unwritable_places_are_one_line_errors_within_seconds(_mlflow_template):
 def test_cuda_graphs_flag_reaches_the_config_and_stays_off_where_it_cannot_run():
     from senet.cli import build_parser
     from senet.data import load_data
-    from senet.train import _use_graphs
+    from senet.engine.train import _use_graphs
 
     parser = build_parser()
     assert parser.parse_args(["train", "resnet20"]).cuda_graphs is True
@@ -352,7 +352,7 @@ def test_cuda_graphs_flag_reaches_the_config_and_stays_off_where_it_cannot_run()
 
 
 def test_compiled_trainings_share_one_inductor_cache(tmp_path, monkeypatch):
-    from senet.train import _share_inductor_cache
+    from senet.engine.train import _share_inductor_cache
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("SENET_CACHE", str(tmp_path / "cache"))

@@ -10,11 +10,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from senet.config import TrainConfig
+from senet.engine.train import run_training
+from senet.engine.train_packed import check_same_point, run_packed
 from senet.errors import SenetError
-from senet.tracking import T_RUN_ID
-from senet.train import run_training
-from senet.train_packed import check_same_point, run_packed
+from senet.settings.config import TrainConfig
+from senet.tracking.store import T_RUN_ID
 
 # The suite's small built-in dataset (conftest.py): 200 validation images.
 
@@ -128,10 +128,10 @@ def test_pack_refuses_the_plateau_schedule(tmp_path):
 
 @pytest.mark.slow
 def test_senet_work_pack_completes_each_seed_ticket(tmp_path, tracking_uri, monkeypatch):
-    from senet import queue as q
     from senet.cli import main as cli
-    from senet.storage import open_storage
-    from senet.ticket_store import TicketStore
+    from senet.queue import tickets as q
+    from senet.queue.storage import open_storage
+    from senet.queue.store import TicketStore
 
     monkeypatch.chdir(tmp_path)
     grid = tmp_path / "pk.toml"

@@ -15,8 +15,8 @@ from analysis.table_render import fmt_gmacs, to_markdown
 from analysis.tables import build_table
 from analysis.verdicts import Side, judge
 from senet.errors import SenetError
-from senet.excitations import BlockStats, ExcitationStats
-from senet.grid import load_grid
+from senet.excitation.stats import BlockStats, ExcitationStats
+from senet.settings.grid import load_grid
 
 SQUEEZE = GridSpec(
     name="imagenet/squeeze", title="squeeze", dataset="imagenet",

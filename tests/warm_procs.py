@@ -14,14 +14,15 @@ import os
 import sys
 from pathlib import Path
 
-from senet.processes import WORKER_PRELOAD, process_context, start_worker_server
+from senet.worker.processes import WORKER_PRELOAD, process_context, start_worker_server
 
-# What a worker imports (senet.processes), plus what `senet queue` and `senet status`
+# What a worker imports (senet.worker.processes), plus what `senet queue` and `senet status`
 # import and the test modules whose functions the children run. A module that fails to
 # import is skipped by the server.
 PRELOAD = [
     *WORKER_PRELOAD, "pytest", "torch._dynamo", "PIL.Image", "git", "psycopg2",
-    "senet.cli", "senet.tracking", "senet.storage", "senet.plan", "senet.data.folder",
+    "senet.cli", "senet.tracking.store", "senet.queue.storage", "senet.queue.plan",
+    "senet.data.folder",
     "senet.commands.queue", "senet.commands.status", "senet.commands.work", "warm_procs",
 ]
 _numbers = itertools.count()

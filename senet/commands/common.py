@@ -36,7 +36,7 @@ def add_grid_filter(p: argparse.ArgumentParser) -> None:
 
 def queue_name(spec: str) -> str:
     """The queue name of a grid as the user gave it: a name, a name with .toml, or a path."""
-    from senet.grid import grid_name, resolve_grid_path
+    from senet.settings.grid import grid_name, resolve_grid_path
 
     if spec.endswith(".toml"):
         return grid_name(resolve_grid_path(spec))
@@ -47,8 +47,8 @@ def grid_argument(name: str, attrs: Mapping[str, Any]) -> str:
     """What to give `senet queue` for a queued grid: its name when that finds the same file,
     else the grid file recorded when it was queued."""
     from senet.errors import SenetError
-    from senet.grid import resolve_grid_path
-    from senet.tracking import A_GRID_FILE
+    from senet.settings.grid import resolve_grid_path
+    from senet.tracking.store import A_GRID_FILE
 
     recorded = attrs.get(A_GRID_FILE)
     try:
@@ -63,8 +63,8 @@ def grid_argument(name: str, attrs: Mapping[str, Any]) -> str:
 def retry_command(grids: Iterable[tuple[str, Mapping[str, Any]]], storage: str | None) -> str:
     """`senet queue ... --retry-failed` for the failed points of ``grids`` ((name, queue
     attrs) pairs), with the storage and the MLflow store each grid was queued with."""
-    from senet.storage import redact, with_driver
-    from senet.tracking import A_TRACKING_URI, absolute_tracking_uri, resolve_uri
+    from senet.queue.storage import redact, with_driver
+    from senet.tracking.store import A_TRACKING_URI, absolute_tracking_uri, resolve_uri
 
     default_uri = with_driver(absolute_tracking_uri(resolve_uri(None)))
     by_uri: dict[str | None, list[str]] = {}

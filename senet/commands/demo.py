@@ -61,8 +61,8 @@ def _step(title: str, command: str, argv: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from senet.errors import SenetError
-    from senet.grid import load_grid
-    from senet.tracking import resolve_uri
+    from senet.settings.grid import load_grid
+    from senet.tracking.store import resolve_uri
 
     if args.workers is not None and args.workers < 1:
         raise SenetError(f"--workers {args.workers}: expected at least 1")
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise SenetError("give --out ROOT or --overwrite, not both")
     workers = args.workers or max(1, min(4, os.cpu_count() or 1))
     if workers > 1:
-        from senet.processes import start_worker_server
+        from senet.worker.processes import start_worker_server
 
         start_worker_server()  # the workers' imports run while this process queues
     grid = load_grid(args.grid)  # a bad --grid fails here, before anything runs

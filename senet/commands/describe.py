@@ -18,9 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from senet.config import parse_sets
-    from senet.flops import count
     from senet.models import build, se_blocks
+    from senet.models.flops import count
+    from senet.settings.config import parse_sets
 
     model = build(args.model, **parse_sets(args.set))
     size = args.input_size or model.default_input_size

@@ -34,17 +34,17 @@ def run(args: argparse.Namespace) -> int:
 
     from analysis.excitation_select import PAPER_CLASSES
     from analysis.figures import plot_inter_class, plot_intra_class
-    from senet.config import parse_sets
     from senet.data.scan import scan_class_folders
+    from senet.engine.train import pick_device
     from senet.errors import SenetError
-    from senet.excitation_folder import (
+    from senet.excitation.folder import (
         folder_excitation_stats,
         read_synsets,
         resolve_classes,
         take_per_class,
     )
     from senet.models import build, se_blocks
-    from senet.train import pick_device
+    from senet.settings.config import parse_sets
 
     split = scan_class_folders(Path(args.data), "--data")
     images = take_per_class(split, args.per_class)

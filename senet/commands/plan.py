@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from senet import search
-    from senet.grid import load_grid
-    from senet.plan import make_plan
+    from senet.queue import search
+    from senet.queue.plan import make_plan
+    from senet.settings.grid import load_grid
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A search file is priced as its budget: trials x seeds trainings of its model.

@@ -31,11 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from senet import queue as q
-    from senet import tracking as t
     from senet.errors import SenetError
-    from senet.grid import load_grid
-    from senet.storage import open_storage, with_driver
+    from senet.queue import tickets as q
+    from senet.queue.storage import open_storage, with_driver
+    from senet.settings.grid import load_grid
+    from senet.tracking import store as t
 
     if args.seeds is not None and args.seeds < 1:
         raise SenetError(f"--seeds {args.seeds}: expected a number of seeds >= 1")
@@ -109,7 +109,7 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
 def _print_plan(grids: list[Any], args: argparse.Namespace, seeds: list[int] | None) -> None:
     """senet plan's one-line summary; a projection problem must not fail a done queueing."""
     from senet.errors import SenetError, one_line
-    from senet.plan import make_plan
+    from senet.queue.plan import make_plan
 
     try:
         plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from senet.errors import SenetError
-    from senet.search import load_search
+    from senet.queue.search import load_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = load_search(args.file)
@@ -44,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
 def start(search, args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
-    from senet import queue as q
-    from senet import search as s
-    from senet import tracking as t
-    from senet.storage import open_storage, with_driver
+    from senet.queue import search as s
+    from senet.queue import tickets as q
+    from senet.queue.storage import open_storage, with_driver
+    from senet.tracking import store as t
 
     tracking_uri = with_driver(t.absolute_tracking_uri(t.resolve_uri(args.tracking_uri)))
     t.check_tracking(tracking_uri)
@@ -95,9 +95,9 @@ def report(search, args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from analysis.search_report import trials_from_study, write_report
-    from senet import search as s
     from senet.errors import SenetError
-    from senet.storage import open_storage
+    from senet.queue import search as s
+    from senet.queue.storage import open_storage
 
     storage = open_storage(args.storage, create=False)
     try:

@@ -22,9 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from senet import queue as q
     from senet.commands.common import queue_name
-    from senet.storage import open_storage
+    from senet.queue import tickets as q
+    from senet.queue.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = args.storage or q.DEFAULT_STORAGE
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _grid_report(queue) -> dict:
-    from senet import queue as q
-    from senet.tracking import T_WORKER
+    from senet.queue import tickets as q
+    from senet.tracking.store import T_WORKER
 
     tickets = queue.related_tickets()  # a shared training counts in every grid holding it
     counts = queue.counts(tickets)

@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def missing_store(tracking_uri: str | None) -> str | None:
     """The local SQLite file behind ``tracking_uri`` if it does not exist: opening it would
     create an empty store (and print MLflow's migration log) in the user's folder."""
-    from senet.storage import sqlite_path
-    from senet.tracking import resolve_uri
+    from senet.queue.storage import sqlite_path
+    from senet.tracking.store import resolve_uri
 
     path = sqlite_path(resolve_uri(tracking_uri))
     return None if path is None or path.exists() else str(path)
@@ -59,7 +59,7 @@ def dashboard_url(server: str, experiment_id: str) -> str:
 
 def dashboard_line(client, tracking_uri: str | None, grid: str) -> str | None:
     """`dashboard: URL` of the grid's experiment when the runs are on an MLflow server."""
-    from senet.tracking import resolve_uri
+    from senet.tracking.store import resolve_uri
 
     uri = resolve_uri(tracking_uri)
     if not uri.startswith(("http://", "https://")):

@@ -40,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from senet.config import TrainConfig, parse_sets
-    from senet.train import run_training
+    from senet.engine.train import run_training
+    from senet.settings.config import TrainConfig, parse_sets
 
     cfg = TrainConfig(
         model=args.model, model_options=parse_sets(args.set), dataset=args.dataset,

@@ -42,13 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from senet import queue as q
     from senet.commands.common import queue_name, retry_command
     from senet.errors import SenetError
-    from senet.processes import start_worker_server
-    from senet.storage import open_storage, with_driver
-    from senet.tracking import absolute_tracking_uri, check_tracking
-    from senet.worker import WorkerConfig, parse_devices, run_devices, run_worker
+    from senet.queue import tickets as q
+    from senet.queue.storage import open_storage, with_driver
+    from senet.tracking.store import absolute_tracking_uri, check_tracking
+    from senet.worker.loop import WorkerConfig, parse_devices, run_devices, run_worker
+    from senet.worker.processes import start_worker_server
 
     if args.grid and args.all:
         raise SenetError("give either a GRID or --all, not both")
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise SenetError(f"--{name} {value}: expected seconds > 0")
-    from senet.packed import check_pack_size
+    from senet.engine.packed import check_pack_size
 
     pack = check_pack_size(args.pack, "--pack")
     devices = parse_devices(args.devices) if args.devices else ["auto"]
@@ -171,10 +171,10 @@ def expand_per_gpu(devices: list[str], per_gpu: int) -> list[str]:
 def measured_per_gpu(storage, grids: list[str] | None, device: str, pack: int) -> int:
     """Workers per GPU from the first grid's model at its batch size: its peak memory is
     measured in a child process (so this one holds no CUDA context) against the GPU's
-    free memory (senet.gpu_share)."""
-    from senet import queue as q
-    from senet.gpu_share import per_gpu_default
-    from senet.processes import process_context
+    free memory (senet.worker.gpu_share)."""
+    from senet.queue import tickets as q
+    from senet.worker.gpu_share import per_gpu_default
+    from senet.worker.processes import process_context
 
     queues = ([q.GridQueue.open(storage, name) for name in grids] if grids
               else q.GridQueue.all(storage))
@@ -189,9 +189,9 @@ def measured_per_gpu(storage, grids: list[str] | None, device: str, pack: int) -
 def _measure(settings: dict, device: str) -> tuple[int, int]:
     import torch
 
-    from senet.config import TrainConfig, load_preset, split_settings
-    from senet.gpu_share import free_bytes, measure_peak_bytes
-    from senet.train import make_plan
+    from senet.engine.train import make_plan
+    from senet.settings.config import TrainConfig, load_preset, split_settings
+    from senet.worker.gpu_share import free_bytes, measure_peak_bytes
 
     cfg = TrainConfig(**split_settings(settings))
     plan = make_plan(cfg, load_preset(cfg.preset))

@@ -18,7 +18,7 @@ from senet.errors import SenetError
 from senet.models.cifar import CIFAR_STAGES, CifarResNet
 from senet.models.common import se_blocks
 from senet.models.imagenet import IMAGENET_STAGES, ImageNetResNet
-from senet.se import ACTIVATIONS, GATES, PLACEMENTS, SQUEEZES, SEConfig
+from senet.models.se import ACTIVATIONS, GATES, PLACEMENTS, SQUEEZES, SEConfig
 
 __all__ = [
     "MODEL_NAMES", "OPTION_NAMES", "SE_OPTION_NAMES", "build", "validate_options", "se_blocks",
@@ -254,7 +254,7 @@ def build(name: str, weights: str | None = None, **options: Any) -> nn.Module:
     """Build a model by name. ``weights`` (a path) also loads the released weights."""
     if weights is not None:
         # weights.py knows state-dict layouts only, never the model registry.
-        from senet.weights import load_weights, options_for_weights, read_state
+        from senet.models.weights import load_weights, options_for_weights, read_state
 
         state = read_state(weights)
         return load_weights(build(name, **options_for_weights(name, state, options)), state)

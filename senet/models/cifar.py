@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from senet.models.common import he_init
-from senet.se import SEConfig, SqueezeExcitation
+from senet.models.se import SEConfig, SqueezeExcitation
 
 CIFAR_STAGES = (1, 2, 3)
 

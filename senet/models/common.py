@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from senet.se import SqueezeExcitation
+from senet.models.se import SqueezeExcitation
 
 
 def conv_bn(

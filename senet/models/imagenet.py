@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from senet.models.common import conv_bn, he_init
-from senet.se import SEConfig, SqueezeExcitation
+from senet.models.se import SEConfig, SqueezeExcitation
 
 # Paper numbering: conv1 is stage 1, the four residual stages are 2..5.
 IMAGENET_STAGES = (2, 3, 4, 5)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from senet.errors import SenetError, TrainingFailed, TrainingStopped, one_line
-from senet.storage import backend, connect_timeout, redact, sqlite_path, with_driver
+from senet.queue.storage import backend, connect_timeout, redact, sqlite_path, with_driver
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -45,7 +45,7 @@ T_REASON = "senet.reason"
 T_RUN_ID = "senet.mlflow_run_id"
 T_REPLACES = "senet.replaces"
 T_SECONDS = "senet.seconds"
-T_KEY = "senet.key"  # senet.identity.training_key: also the MLflow run tag
+T_KEY = "senet.key"  # senet.settings.identity.training_key: also the MLflow run tag
 T_GRACE = "senet.grace_s"  # the claiming worker's grace: reapers honour it
 
 # MLflow run tags.
@@ -262,7 +262,7 @@ def get_or_create_experiment(client: Any, name: str, tags: dict[str, str] | None
 
 
 class GridAttrs(Protocol):
-    """What ensure_grid_tracking needs of a grid's queue (senet.queue.GridQueue)."""
+    """What ensure_grid_tracking needs of a grid's queue (senet.queue.tickets.GridQueue)."""
 
     name: str
 

@@ -35,9 +35,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from senet.config import WORKER_KEYS
 from senet.errors import SenetError, TrainingStopped
-from senet.grid import (
+from senet.models import OPTION_NAMES, SE_OPTION_NAMES
+from senet.settings.config import WORKER_KEYS
+from senet.settings.grid import (
     REQUIRED_KEYS,
     _dataset_family,
     _Parser,
@@ -47,7 +48,6 @@ from senet.grid import (
     resolve_grid_path,
     setting_keys,
 )
-from senet.models import OPTION_NAMES, SE_OPTION_NAMES
 
 SEARCH_DIR = "search"
 OBJECTIVES = ("params", "gmacs")
@@ -284,8 +284,8 @@ def trial_settings(search: Search, params: dict[str, Any]) -> dict[str, Any]:
 
 def cost(search: Search, settings: dict[str, Any]) -> float:
     """The second objective of a trial: params (millions) or GMACs, from its settings."""
-    from senet.flops import count
     from senet.models import build
+    from senet.models.flops import count
 
     options = {k: v for k, v in settings.items() if k in OPTION_NAMES}
     num_classes = {"cifar100": 100}.get(settings.get("dataset", ""), None)
@@ -330,7 +330,7 @@ def _storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.Base
     can pop the same enqueued trial (seen in test_search's concurrency test)."""
     if not isinstance(storage, str):
         return storage
-    from senet.storage import open_storage
+    from senet.queue.storage import open_storage
 
     return open_storage(storage)
 
@@ -573,13 +573,13 @@ def refill(queue: Any) -> int | None:
 
 
 def _planned_epochs(settings: dict[str, Any]) -> int:
-    from senet.config import load_preset
+    from senet.settings.config import load_preset
 
     return int(settings.get("epochs") or load_preset(settings["preset"]).get("epochs", 1))
 
 
 def training_hooks(queue: Any, ticket: Any, cfg: Any) -> dict[str, Any]:
-    """For a search's ticket: tag the run (``senet.search``, ``senet.trial``) and return
+    """For a search's ticket: tag the run (``senet.queue.search``, ``senet.trial``) and return
     run_training's ``on_epoch`` that feeds the pruner; {} for a grid's ticket."""
     found = opened(queue)
     if found is None:
@@ -688,7 +688,7 @@ def as_grid(search: Search) -> Any:
     the model, dataset and schedule, hardly on r, so the count and the hours hold."""
     import itertools
 
-    from senet.grid import Grid, Point
+    from senet.settings.grid import Grid, Point
 
     chosen = list(uniform_params(search))
     keys = list(search.space)

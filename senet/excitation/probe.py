@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from senet.excitations import BlockStats, ExcitationStats
+from senet.excitation.stats import BlockStats, ExcitationStats
 from senet.models.common import se_blocks
 
 

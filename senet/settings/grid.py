@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from senet.config import GRID_KEYS, WORKER_KEYS
 from senet.errors import SenetError
+from senet.settings.config import GRID_KEYS, WORKER_KEYS
 
 EXPERIMENTS_DIR = "experiments"
 
@@ -106,7 +106,7 @@ def model_family(model: str) -> str:
 def experiments_dirs() -> list[Path]:
     """Where grid names are looked up: ./experiments first, then the repository's own."""
     here = Path.cwd() / EXPERIMENTS_DIR
-    repo = Path(__file__).resolve().parent.parent / EXPERIMENTS_DIR
+    repo = Path(__file__).resolve().parents[2] / EXPERIMENTS_DIR
     dirs = [here]
     if repo.resolve() != here.resolve():
         dirs.append(repo)
@@ -475,7 +475,7 @@ def _check_train_value(key: str, value: Any, fail) -> Any:
 
 
 def _check_preset(value: str, fail) -> None:
-    from senet.config import available_presets
+    from senet.settings.config import available_presets
 
     if value.endswith(".toml"):
         if not Path(value).is_file():

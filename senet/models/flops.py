@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from senet.se import SqueezeExcitation
+from senet.models.se import SqueezeExcitation
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`senet plan`: what a set of grids will cost before any device time is spent.
 
 Grids are expanded to trainings, trainings are reduced to unique keys (see
-senet.identity), keys already done, running or queued in the storage are counted,
+senet.settings.identity), keys already done, running or queued in the storage are counted,
 and the rest is projected to device-hours from measured throughput: finished runs in
 the tracking store first (they log img/s), then the table in senet/throughput.toml.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from senet.errors import SenetError
-from senet.identity import key_of, resolved_settings
+from senet.settings.identity import key_of, resolved_settings
 
 THROUGHPUT_TABLE = resources.files("senet") / "throughput.toml"
 # An evaluation image is a forward pass only: about a third of a training image's cost.
@@ -139,7 +139,7 @@ class Plan:
 def make_plan(grids: list[Any], *, storage_url: str | None = None,
               tracking_uri: str | None = None, device: str = "NVIDIA H200",
               data_root: str | None = None, seeds: list[int] | None = None) -> Plan:
-    """Expand ``grids`` (senet.grid.Grid objects) into unique trainings and cost them."""
+    """Expand ``grids`` (senet.settings.grid.Grid objects) into unique trainings and cost them."""
     trainings: dict[str, Training] = {}
     resolved_cache: dict[str, dict[str, Any]] = {}
     grid_plans = []
@@ -178,8 +178,8 @@ def make_plan(grids: list[Any], *, storage_url: str | None = None,
 
 def _states_in_storage(url: str | None) -> dict[str, str]:
     """key -> best state over every ticket of every grid in the storage."""
-    from senet import queue as q
-    from senet.storage import DEFAULT_STORAGE, open_storage
+    from senet.queue import tickets as q
+    from senet.queue.storage import DEFAULT_STORAGE, open_storage
 
     url = url or DEFAULT_STORAGE
     if "://" not in url and not Path(url).is_file():
@@ -252,8 +252,8 @@ def measured_throughput(models: dict[str, int], tracking_uri: str | None,
 
 
 def _from_tracking(models: dict[str, int], uri: str | None) -> dict[str, Throughput]:
-    from senet import tracking
-    from senet.storage import sqlite_path
+    from senet.queue.storage import sqlite_path
+    from senet.tracking import store as tracking
 
     uri = tracking.resolve_uri(uri)
     path = sqlite_path(uri)
@@ -328,7 +328,7 @@ def _layer_count(model: str) -> float:
 
 
 def _gmacs(model: str) -> float:
-    from senet.flops import count
     from senet.models import build
+    from senet.models.flops import count
 
     return count(build(model), 224).gmacs

@@ -21,9 +21,9 @@ KEY_LENGTH = 16
 def resolved_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """What a grid point's settings resolve to once its preset and the model's option
     defaults are applied. Raises SenetError for settings that cannot be resolved."""
-    from senet.config import TrainConfig, load_preset, split_settings
+    from senet.engine.train import make_plan
     from senet.models import validate_options
-    from senet.train import make_plan
+    from senet.settings.config import TrainConfig, load_preset, split_settings
 
     model = settings["model"]
     cfg = TrainConfig(**split_settings(settings))

@@ -1,6 +1,6 @@
 """Excitation statistics (what the paper's Figs. 6 and 7 plot) and their npz file format.
 
-`senet.probe.excitation_stats` computes them; training logs them as the MLflow artifact
+`senet.excitation.probe.excitation_stats` computes them; training logs them as the MLflow artifact
 ARTIFACT_PATH; `analysis` and `senet excitation` read them back with ``ExcitationStats.load``.
 
 The npz holds ``classes`` (K,) str, ``blocks`` (B,) str, and per block b: ``b/mean`` (K, C)

@@ -16,7 +16,7 @@ from typing import Any
 WORKER_PRELOAD = (
     "torch", "optuna", "sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.postgresql",
     "alembic.command", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
-    "mlflow.store.db.utils", "senet.worker", "senet.train", "senet.data.load",
+    "mlflow.store.db.utils", "senet.worker.loop", "senet.engine.train", "senet.data.load",
 )
 
 

@@ -6,7 +6,7 @@ The only other read is the non-finite check, once every ``check_every`` steps. N
 the step itself calls ``.item()``, ``.cpu()`` or ``float()`` on a device tensor, and the
 learning rate reaches the optimizer as a device tensor that is written (not read) per step.
 
-A "copy" is one of the K models of a ``senet.packed.PackedModel`` (logits (N, K, C),
+A "copy" is one of the K models of a ``senet.engine.packed.PackedModel`` (logits (N, K, C),
 labels (N, K)); a plain model is one copy (logits (N, C), labels (N,)), and every result
 is a list with one entry per copy.
 
@@ -190,7 +190,7 @@ class TrainStep:
             per_copy = F.cross_entropy(logits.float(), y,
                                        label_smoothing=self.label_smoothing).unsqueeze(0)
         else:
-            from senet.packed import packed_loss
+            from senet.engine.packed import packed_loss
 
             _, per_copy = packed_loss(logits, y, self.label_smoothing)
         per_copy.sum().backward()
@@ -325,7 +325,7 @@ class Evaluator:
 
     def _prepare(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.copies > 1 and x.shape[1] == 3:
-            from senet.packed import repeat_inputs
+            from senet.engine.packed import repeat_inputs
 
             x = repeat_inputs(x, self.copies)
             y = y.unsqueeze(1).expand(-1, self.copies)

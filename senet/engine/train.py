@@ -1,9 +1,9 @@
 """The training engine: one run, end to end, resumable, tracked in MLflow.
 
 ``run_training`` reads top to bottom: set-up, resume, then the epoch loop (train,
-evaluate, checkpoint, log). Checkpoint files are ``senet.checkpoint``; opening and closing
-the MLflow run is ``senet.tracking.tracked_run``; the optimisation step and the evaluation
-are ``senet.step``'s (no host sync per step; CUDA graphs on CUDA by default).
+evaluate, checkpoint, log). Checkpoint files are ``senet.engine.checkpoint``; opening and closing
+the MLflow run is ``senet.tracking.store.tracked_run``; the optimisation step and the evaluation
+are ``senet.engine.step``'s (no host sync per step; CUDA graphs on CUDA by default).
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ import torch
 from torch import nn
 
 import senet
-from senet.config import TrainConfig, load_preset
-from senet.errors import SenetError, TrainingFailed, TrainingStopped
-from senet.progress import EpochBar, format_duration
-from senet.step import (
+from senet.engine.step import (
     graphs_available,
     make_evaluator,
     make_graph_ready,
     make_optimizer,
     make_train_step,
 )
+from senet.errors import SenetError, TrainingFailed, TrainingStopped
+from senet.progress import EpochBar, format_duration
+from senet.settings.config import TrainConfig, load_preset
 
 
 @dataclass
@@ -139,13 +139,13 @@ def run_training(
     ``on_epoch(epoch, metrics)`` runs on rank 0 after each epoch is checkpointed and logged; raising
     TrainingStopped there ends the run KILLED (a search prunes a trial this way).
     """
-    from senet import checkpoint
     from senet.data import load_data
     from senet.data.load import check_dataset
-    from senet.flops import count
+    from senet.engine import checkpoint
+    from senet.engine.schedule import Schedule
     from senet.models import build
-    from senet.schedule import Schedule
-    from senet.tracking import RunTracker, tracked_run
+    from senet.models.flops import count
+    from senet.tracking.store import RunTracker, tracked_run
 
     rank, world = _distributed()
     is_main = rank == 0
@@ -500,7 +500,7 @@ def _params(cfg: TrainConfig, plan: Plan, use_amp: bool, world: int,
 
 
 def _run_tags(cfg: TrainConfig, device: torch.device) -> dict[str, str]:
-    from senet.tracking import TAG_DEVICE, TAG_GIT_COMMIT, TAG_VERSION, git_commit
+    from senet.tracking.store import TAG_DEVICE, TAG_GIT_COMMIT, TAG_VERSION, git_commit
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {TAG_VERSION: senet.__version__, TAG_GIT_COMMIT: git_commit(), TAG_DEVICE: name,
@@ -555,8 +555,8 @@ def _log_results(tracker: Any, model: nn.Module, data: Any, out: Path, summary: 
     """Final metrics, weights, excitation statistics and the summary; the run itself is
     closed by ``tracked_run``. Idempotent: a finish interrupted and resumed logs each final
     metric once (artifacts are overwritten in place)."""
+    from senet.excitation.probe import excitation_stats
     from senet.models import se_blocks
-    from senet.probe import excitation_stats
 
     tracker.log_metrics_once({k: float(summary[k]) for k in (
         *FINAL_METRICS, "params", "gmacs", "wall_time_s")})
@@ -565,7 +565,7 @@ def _log_results(tracker: Any, model: nn.Module, data: Any, out: Path, summary: 
     tracker.log_artifact(weights, "model")
     tracker.log_artifact(out / "config.json")
     if se_blocks(model):
-        from senet.excitations import ARTIFACT_PATH
+        from senet.excitation.stats import ARTIFACT_PATH
 
         stats = excitation_stats(model, data.val_batches(), data.class_names)
         path = stats.save(out / Path(ARTIFACT_PATH).name)

@@ -1,15 +1,15 @@
 """Several seeds of one grid point trained in one process as one packed model
-(``senet work --pack K``, issue 9; the packing itself is ``senet.packed``).
+(``senet work --pack K``, issue 9; the packing itself is ``senet.engine.packed``).
 
 Each seed ends up exactly where it would have been had it trained alone with
-``senet.train.run_training``:
+``senet.engine.train.run_training``:
 
 - initialisation: copy k is built right after ``torch.manual_seed(seed_k)``, as
   ``run_training`` builds its model;
 - data order: copy k draws its batches from its own dataset view seeded with seed_k (the
   in-memory datasets order and augment each epoch from (seed, epoch) alone);
 - checkpoint: copy k's weights and momentum are unpacked into a plain model and optimizer
-  and saved with ``senet.checkpoint.save_training`` in its own folder, in the format
+  and saved with ``senet.engine.checkpoint.save_training`` in its own folder, in the format
   ``run_training`` writes, so either path resumes the other's checkpoint;
 - MLflow run and ``summary.json``: one per seed, with the tags the worker gives.
 
@@ -22,7 +22,7 @@ kept, a failed ``summary.json``); the others go on. Its parameters are disjoint 
 others', so its NaNs reach no other copy; at the end of that epoch the survivors are
 packed again without it, so it costs no more compute.
 
-MLflow: ``senet.tracking.RunTracker`` drives MLflow's fluent API, which holds one active
+MLflow: ``senet.tracking.store.RunTracker`` drives MLflow's fluent API, which holds one active
 run per process, so the K runs here are written through ``MlflowClient`` by run id
 (``CopyRun``). System metrics (a fluent-only monitor) are not recorded for packed runs.
 """
@@ -40,8 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from senet.config import TrainConfig, load_preset
 from senet.errors import SenetError, TrainingFailed, TrainingStopped
+from senet.settings.config import TrainConfig, load_preset
 
 Outcome = dict[str, Any] | BaseException  # a summary, or why that seed did not finish
 
@@ -73,7 +73,12 @@ class CopyRun:
     """One seed's MLflow run, written by run id (several are open in one process)."""
 
     def __init__(self, uri: str | None, experiment: str) -> None:
-        from senet.tracking import absolute_tracking_uri, check_tracking, resolve_uri, with_driver
+        from senet.tracking.store import (
+            absolute_tracking_uri,
+            check_tracking,
+            resolve_uri,
+            with_driver,
+        )
 
         self.uri = with_driver(absolute_tracking_uri(resolve_uri(uri)))
         check_tracking(self.uri)
@@ -83,7 +88,7 @@ class CopyRun:
 
     def start(self, *, run_id: str | None, tags: dict[str, str], parent_run_id: str | None,
               run_name: str | None) -> str:
-        from senet.tracking import (
+        from senet.tracking.store import (
             IDENTITY_TAGS,
             RunTracker,
             get_or_create_experiment,
@@ -177,12 +182,12 @@ def run_packed(
     Raises TrainingStopped (every copy stopped, checkpoints kept) when ``should_stop()``
     says so, and SenetError for bad input before any training.
     """
-    from senet import checkpoint
     from senet.data import load_data
-    from senet.flops import count
+    from senet.engine import checkpoint
+    from senet.engine.schedule import Schedule
+    from senet.engine.train import make_plan, pick_device
     from senet.models import build
-    from senet.schedule import Schedule
-    from senet.train import make_plan, pick_device
+    from senet.models.flops import count
 
     cfgs = list(cfgs)
     if not cfgs:
@@ -238,7 +243,7 @@ def run_packed(
 
 def _open_runs(group: list[_Copy], device: torch.device, params_of: Callable[[_Copy], dict],
                counts: Any) -> None:
-    from senet.train import _run_tags
+    from senet.engine.train import _run_tags
 
     for c in group:
         cfg = c.cfg
@@ -262,7 +267,7 @@ def _open_runs(group: list[_Copy], device: torch.device, params_of: Callable[[_C
 
 
 def _close(c: _Copy, status: str, reason: str | None = None) -> None:
-    from senet.tracking import TAG_FAIL_REASON, TAG_STOP_REASON
+    from senet.tracking.store import TAG_FAIL_REASON, TAG_STOP_REASON
 
     if c.run is None:
         return
@@ -278,7 +283,7 @@ def _close(c: _Copy, status: str, reason: str | None = None) -> None:
 def _unpack_into(packed: nn.Module, optimizer: torch.optim.Optimizer,
                  group: list[_Copy]) -> None:
     """Each live copy's weights and momentum, back in its plain model and optimizer."""
-    from senet.packed import unpack, unpack_optimizer_state
+    from senet.engine.packed import unpack, unpack_optimizer_state
 
     states = unpack(packed)
     opt_states = unpack_optimizer_state(packed, optimizer)
@@ -290,8 +295,8 @@ def _unpack_into(packed: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def _make_pack(live: list[_Copy], device: torch.device, plan: Any, graphs: bool) -> tuple:
-    from senet.packed import pack, pack_optimizer_state
-    from senet.step import make_optimizer
+    from senet.engine.packed import pack, pack_optimizer_state
+    from senet.engine.step import make_optimizer
 
     packed = pack([c.model for c in live]).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(packed.parameters(), lr=plan.lr, momentum=plan.momentum,
@@ -304,10 +309,10 @@ def _make_pack(live: list[_Copy], device: torch.device, plan: Any, graphs: bool)
 
 def _train_pack(group: list[_Copy], plan: Any, device: torch.device, counts: Any, steps: int,
                 should_stop: Callable[[], bool] | None, say: Callable[[int, str], None]) -> None:
-    from senet import checkpoint
-    from senet.packed import pack_inputs, pack_targets
-    from senet.step import NonFiniteLoss, make_evaluator, make_train_step
-    from senet.train import _params, _summarise, _write_failed_summary
+    from senet.engine import checkpoint
+    from senet.engine.packed import pack_inputs, pack_targets
+    from senet.engine.step import NonFiniteLoss, make_evaluator, make_train_step
+    from senet.engine.train import _params, _summarise, _write_failed_summary
 
     cfg0 = group[0].cfg
     use_amp = cfg0.amp if cfg0.amp is not None else device.type == "cuda"
@@ -417,8 +422,8 @@ def _train_pack(group: list[_Copy], plan: Any, device: torch.device, counts: Any
 def _finish(c: _Copy, summary: dict[str, Any]) -> None:
     """Final metrics, weights, excitation statistics and summary, as ``run_training``
     logs them; then the run is closed FINISHED."""
+    from senet.excitation.probe import excitation_stats
     from senet.models import se_blocks
-    from senet.probe import excitation_stats
 
     run = c.run
     try:
@@ -430,7 +435,7 @@ def _finish(c: _Copy, summary: dict[str, Any]) -> None:
         run.log_artifact(weights, "model")
         run.log_artifact(c.out / "config.json")
         if se_blocks(c.model):
-            from senet.excitations import ARTIFACT_PATH
+            from senet.excitation.stats import ARTIFACT_PATH
 
             stats = excitation_stats(c.model, c.data.val_batches(), c.data.class_names)
             path = stats.save(c.out / Path(ARTIFACT_PATH).name)
@@ -453,7 +458,7 @@ def _finish(c: _Copy, summary: dict[str, Any]) -> None:
 
 def packable(cfg: TrainConfig) -> str | None:
     """Why ``cfg``'s point cannot be packed, or None."""
-    from senet.train import make_plan
+    from senet.engine.train import make_plan
 
     if make_plan(cfg, load_preset(cfg.preset)).schedule.get("kind") == "plateau":
         return "its preset uses the plateau schedule (the rate follows each seed's own loss)"
@@ -486,7 +491,7 @@ def train_tickets(worker: Any, queue: Any, first: Any, heartbeat: Callable[..., 
     """Train ``first`` and up to ``worker.cfg.pack - 1`` other seeds of its point as one
     packed model; complete or fail each ticket on its own. Returns the tickets worked on.
 
-    ``heartbeat`` and ``attempt_log`` are the worker's own (``senet.worker.Heartbeat``,
+    ``heartbeat`` and ``attempt_log`` are the worker's own (``senet.worker.loop.Heartbeat``,
     ``_attempt_log``), passed in so that this module does not import the worker back.
     """
     import contextlib

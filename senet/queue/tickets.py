@@ -5,7 +5,7 @@ Optuna is used as a shared, durable table of tickets, not as a sampler:
 * tickets are created WAITING with the point's settings in user attrs, never
   through `study.ask()` or GridSampler (which hand one point to several workers);
 * a worker claims a ticket by the atomic WAITING -> RUNNING transition (see
-  `senet.ticket_store`, the only module that talks to Optuna's storage);
+  `senet.queue.store`, the only module that talks to Optuna's storage);
 * a claimed ticket carries a heartbeat user attr; any worker or `senet status`
   moves a RUNNING ticket with a stale heartbeat to FAIL ("worker lost") and, if it
   won that transition, queues a replacement ticket for the same point and seed;
@@ -16,7 +16,7 @@ A (point, seed) pair is a "slot"; several tickets may exist for a slot over time
 COMPLETE. Tickets closed without training (duplicates) end PRUNED, real failures FAIL.
 
 Each training once (issue 10): every ticket carries its training key
-(`senet.identity.training_key`), and a grid records its slots with their keys
+(`senet.settings.identity.training_key`), and a grid records its slots with their keys
 (study attr A_SLOTS, the grid as it now stands). A slot's tickets are the tickets of
 its KEY in every grid of the storage, so a point shared by several grids is queued
 once (by the first grid that needs it), trained once, and counts as done in each.
@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from senet.errors import SenetError, TicketFinished
-from senet.storage import DEFAULT_STORAGE, backend, env_seconds, sqlite_path, with_driver
-from senet.ticket_store import TicketStore, busy_storage_errors
-from senet.tracking import (
+from senet.queue.storage import DEFAULT_STORAGE, backend, env_seconds, sqlite_path, with_driver
+from senet.queue.store import TicketStore, busy_storage_errors
+from senet.tracking.store import (
     A_GRID,
     A_GRID_FILE,
     A_PAPER_REF,
@@ -197,7 +197,7 @@ class GridQueue:
     """The tickets of one grid (study) in a storage."""
 
     def __init__(self, storage: Any, study_id: int, name: str) -> None:
-        """``storage``: what `senet.storage.open_storage` returns, or a TicketStore."""
+        """``storage``: what `senet.queue.storage.open_storage` returns, or a TicketStore."""
         self.store = TicketStore.wrap(storage)
         self.study_id = study_id
         self.name = name
@@ -529,7 +529,7 @@ class QueueResult:
 
 def grid_keys(grid, seeds: list[int]) -> dict[tuple[str, int], str]:
     """(point id, seed) -> training key for every slot of ``grid``."""
-    from senet.identity import key_of, resolved_settings
+    from senet.settings.identity import key_of, resolved_settings
 
     resolved = {p.id: resolved_settings(p.settings) for p in grid.points}
     return {(p.id, seed): key_of(resolved[p.id], seed) for seed in seeds for p in grid.points}

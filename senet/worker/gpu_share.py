@@ -39,7 +39,7 @@ def measure_peak_bytes(model_name: str, batch: int, image_size: int, device: tor
     if torch.device(device).type != "cuda":
         raise SenetError("--per-gpu needs CUDA GPUs; on a CPU machine run workers without it")
     import senet
-    from senet.step import make_optimizer, make_train_step
+    from senet.engine.step import make_optimizer, make_train_step
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from senet import queue as q
-from senet import search as searches
-from senet import tracking
 from senet.errors import SenetError, TicketFinished, TrainingFailed, one_line
-from senet.processes import process_context
 from senet.progress import format_duration
-from senet.storage import open_storage
-from senet.ticket_store import TicketStore
+from senet.queue import search as searches
+from senet.queue import tickets as q
+from senet.queue.storage import open_storage
+from senet.queue.store import TicketStore
+from senet.tracking import store as tracking
+from senet.worker.processes import process_context
 
 TrainFn = Callable[..., dict[str, Any]]
 MAX_STORAGE_ERRORS = 5  # consecutive failed passes before a worker gives up
@@ -227,7 +227,7 @@ class Worker:
     # -- one training
 
     def train_config(self, queue: q.GridQueue, ticket: q.Ticket, attrs: dict[str, Any]):
-        from senet.config import TrainConfig, split_settings
+        from senet.settings.config import TrainConfig, split_settings
 
         return TrainConfig(
             **split_settings(ticket.settings),
@@ -292,14 +292,14 @@ class Worker:
 
     def _train_pack(self, queue: q.GridQueue, ticket: q.Ticket) -> int:
         """--pack K: ``ticket`` and up to K-1 more seeds of its point as one packed model
-        (senet.train_packed); returns the tickets worked on."""
-        from senet.train_packed import train_tickets
+        (senet.engine.train_packed); returns the tickets worked on."""
+        from senet.engine.train_packed import train_tickets
 
         return train_tickets(self, queue, ticket, Heartbeat, _attempt_log)
 
     def _train_fn(self) -> TrainFn:
         if self.train_fn is None:
-            from senet.train import run_training
+            from senet.engine.train import run_training
 
             self.train_fn = run_training
         return self.train_fn

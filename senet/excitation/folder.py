@@ -2,7 +2,7 @@
 
 What `senet excitation` runs: pick up to N images per class, feed them through the eval
 transform of the training pipeline (resize, centre crop, ImageNet normalisation) and
-collect the SE gates with senet.probe.excitation_stats.
+collect the SE gates with senet.excitation.probe.excitation_stats.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from senet.data.pipeline import CropPlan, LoadError
 from senet.data.scan import Split
 from senet.data.streaming import IMAGENET_MEAN, IMAGENET_STD, PilImages, stack_collate
 from senet.errors import SenetError
-from senet.excitations import ExcitationStats
-from senet.probe import excitation_stats
+from senet.excitation.probe import excitation_stats
+from senet.excitation.stats import ExcitationStats
 
 
 def read_synsets(path: str | None) -> dict[str, str]:

@@ -1,0 +1,2 @@
+"""The queue of trainings: tickets in an Optuna storage, grids and searches queued, and
+their costs planned."""

@@ -1,0 +1,1 @@
+"""What one training is: run settings, presets, grid files and training keys."""

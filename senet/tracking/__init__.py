@@ -1,0 +1,1 @@
+"""MLflow: tracking URIs, tag names, experiments, and the recorder of one run."""
