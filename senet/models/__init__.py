@@ -9,6 +9,7 @@ models; layout and stem to ImageNet models; num_classes to all.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,14 +47,8 @@ _PLAIN = {
 }
 MODEL_NAMES: list[str] = [*_PLAIN, *(f"se_{n}" for n in _PLAIN)]
 
-SE_DEFAULTS: dict[str, Any] = {
-    "reduction": 16,
-    "squeeze": "avg",
-    "activation": "relu",
-    "gate": "sigmoid",
-    "bias": True,
-    "placement": "standard",
-}
+# The paper's standard SE block, as SEConfig's defaults say once.
+SE_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(SEConfig)}
 # The option names, defined once: grids, workers and analysis derive their lists from these.
 SE_OPTION_NAMES: tuple[str, ...] = (*SE_DEFAULTS, "stages")
 IMAGENET_OPTION_NAMES: tuple[str, ...] = ("layout", "stem")

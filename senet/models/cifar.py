@@ -13,13 +13,12 @@ built from relu(bn1(x)) exactly as in the network without SE.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 
 import torch
 from torch import nn
 
-from senet.models.common import he_init
-from senet.models.se import SEConfig, SqueezeExcitation
+from senet.models.common import add_stages, attach_se, he_init
+from senet.models.se import SEConfig
 
 CIFAR_STAGES = (1, 2, 3)
 
@@ -36,12 +35,7 @@ class _PreActUnit(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = _conv(in_ch, out_ch, 1, stride) if stride != 1 or in_ch != out_ch else None
-        self.placement = se.placement if se else None
-        if se is not None:
-            channels = {"pre": in_ch, "3x3": se_at_3x3}.get(se.placement, out_ch)
-            self.se = SqueezeExcitation(channels, se)
-        else:
-            self.se = None
+        attach_se(self, se, pre=in_ch, at_3x3=se_at_3x3, out=out_ch)
 
     def branch(self, pre: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -115,16 +109,8 @@ class CifarResNet(nn.Module):
         expansion = getattr(block_cls, "expansion", 1)
         self.conv1 = _conv(3, stem_channels, 3)
         in_ch = stem_channels
-        for i, (stage, width) in enumerate(zip(CIFAR_STAGES, widths, strict=True)):
-            stage_se = se if stage in se_stages else None
-            if stage_se is not None and stage_reductions is not None:
-                stage_se = replace(stage_se, reduction=stage_reductions[stage])
-            layer = []
-            for b in range(blocks_per_stage):
-                stride = 2 if (b == 0 and i > 0) else 1
-                layer.append(block_cls(in_ch, width, stride, stage_se))
-                in_ch = width * expansion
-            self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
+        in_ch = add_stages(self, CIFAR_STAGES, [blocks_per_stage] * len(CIFAR_STAGES), widths,
+                           expansion, in_ch, block_cls, se, se_stages, stage_reductions)
         self.bn = nn.BatchNorm2d(in_ch)
         self.relu = nn.ReLU(inplace=True)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

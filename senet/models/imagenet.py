@@ -9,13 +9,12 @@ Two layouts of the bottleneck:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 
 import torch
 from torch import nn
 
-from senet.models.common import conv_bn, he_init
-from senet.models.se import SEConfig, SqueezeExcitation
+from senet.models.common import add_stages, attach_se, conv_bn, he_init
+from senet.models.se import SEConfig
 
 # Paper numbering: conv1 is stage 1, the four residual stages are 2..5.
 IMAGENET_STAGES = (2, 3, 4, 5)
@@ -40,12 +39,7 @@ class Bottleneck(nn.Module):
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
             self.downsample = nn.Sequential(*conv_bn(in_ch, out_ch, 1, stride))
-        self.placement = se.placement if se else None
-        if se is not None:
-            se_channels = {"pre": in_ch, "3x3": width}.get(se.placement, out_ch)
-            self.se = SqueezeExcitation(se_channels, se)
-        else:
-            self.se = None
+        attach_se(self, se, pre=in_ch, at_3x3=width, out=out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -90,17 +84,11 @@ class ImageNetResNet(nn.Module):
         else:
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         in_ch = 64
-        for i, (stage, blocks) in enumerate(zip(IMAGENET_STAGES, DEPTHS[depth], strict=True)):
-            width = 64 * 2**i
-            stage_se = se if stage in se_stages else None
-            if stage_se is not None and stage_reductions is not None:
-                stage_se = replace(stage_se, reduction=stage_reductions[stage])
-            layer = []
-            for b in range(blocks):
-                stride = 2 if (b == 0 and i > 0) else 1
-                layer.append(Bottleneck(in_ch, width, stride, layout, stage_se))
-                in_ch = width * Bottleneck.expansion
-            self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
+        widths = [64 * 2**i for i in range(len(IMAGENET_STAGES))]
+        in_ch = add_stages(
+            self, IMAGENET_STAGES, DEPTHS[depth], widths, Bottleneck.expansion, in_ch,
+            lambda c_in, width, stride, stage_se: Bottleneck(c_in, width, stride, layout, stage_se),
+            se, se_stages, stage_reductions)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, num_classes)
         self.num_classes = num_classes
