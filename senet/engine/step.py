@@ -48,7 +48,7 @@ never re-create or ``.to()`` the model or the optimizer state.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -428,12 +428,3 @@ def make_evaluator(model: nn.Module, *, amp_dtype: torch.dtype | None = None,
             raise SenetError("a graphed evaluator needs batch_size (the static batch size)")
         return GraphedEvaluator(model, amp_dtype=amp_dtype, batch_size=batch_size)
     return Evaluator(model, amp_dtype=amp_dtype, batch_size=batch_size)
-
-
-def run_epoch(step: TrainStep, batches: Iterator[tuple[Tensor, Tensor]],
-              lr_at: Callable[[int], float]) -> list[dict[str, float]]:
-    """A whole epoch through ``step``: ``lr_at(i)`` gives step i's learning rate."""
-    step.begin_epoch()
-    for i, (x, y) in enumerate(batches):
-        step(x, y, lr_at(i))
-    return step.end_epoch()

@@ -60,9 +60,6 @@ class Point:
     def model_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.settings.items() if k in model_option_keys()}
 
-    def train_settings(self) -> dict[str, Any]:
-        return {k: v for k, v in self.settings.items() if k in GRID_KEYS}
-
 
 @dataclass
 class Grid:
