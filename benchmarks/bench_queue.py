@@ -72,12 +72,12 @@ def _queue(grid: Path, storage: str, tracking: str) -> None:
 
 def tracking_only_train(cfg, *, heartbeat=None, should_stop=None, log=None):
     """The tracking a real run does, without the training."""
-    from senet.tracking.store import RunTracker
+    from senet.tracking.recorder import Recorder
 
     started = time.perf_counter()
-    tracker = RunTracker(cfg.tracking_uri, cfg.experiment)
+    tracker = Recorder(cfg.tracking_uri, cfg.experiment)
     tracker.start(run_id=None, tags=dict(cfg.tags), parent_run_id=cfg.parent_run_id,
-                  run_name=cfg.run_name, system_metrics=False)
+                  run_name=cfg.run_name)
     tracker.set_tags(dict(cfg.tags))
     tracker.log_params({"model": cfg.model, "lr": cfg.lr, "seed": cfg.seed, "epochs": 1})
     tracker.log_metrics({"train_loss": 1.0, "val_top1_err": 50.0, "lr": cfg.lr}, step=1)

@@ -15,6 +15,11 @@ class TrainingStopped(SenetError):
     """The caller asked the run to stop (e.g. its queue lease was lost)."""
 
 
+class Fenced(TrainingStopped):
+    """This worker lost its claim on a training that another worker now owns: it stops
+    and writes nothing more (no checkpoint, metric, tag, status or summary)."""
+
+
 def one_line(exc: BaseException) -> str:
     """The root cause of ``exc`` as one line, for messages. Database drivers put the useful
     part on the first line and SQL or links after it."""

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 import warm_procs
 
 from senet.engine.step import make_evaluator
-from senet.engine.train import _evaluate
+from senet.engine.train import evaluate_sharded
 from senet.models import build
 
 
@@ -33,7 +33,7 @@ def _rank(rank: int, world: int, folder: str) -> None:
                                          rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        torch.save(_evaluate(make_evaluator(_model()), _Data(), world, rank),
+        torch.save(evaluate_sharded(make_evaluator(_model()), _Data(), world, rank),
                    f"{folder}/rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
@@ -41,7 +41,7 @@ def _rank(rank: int, world: int, folder: str) -> None:
 
 @pytest.mark.slow
 def test_two_ranks_report_what_one_process_does(tmp_path):
-    alone = _evaluate(make_evaluator(_model()), _Data())
+    (alone,) = make_evaluator(_model())(_Data().val_batches())
     warm_procs.start()  # two real processes, forked from the session's warm interpreter
     mp.start_processes(_rank, args=(2, str(tmp_path)), nprocs=2, start_method="forkserver")
     results = {rank: torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)}

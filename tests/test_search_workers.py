@@ -62,7 +62,8 @@ def _made_up_error(settings: dict, seed: int, epoch: int) -> float:
 def fake_train(cfg, *, should_stop=None, log=None, on_epoch=None) -> dict:
     """Two epochs in a real MLflow run (closed as run_training closes it), logged to the
     file named by $SENET_TEST_TRAINING_LOG: one line per training started."""
-    from senet.tracking.store import RunTracker, tracked_run
+    from senet.errors import TrainingStopped
+    from senet.tracking.recorder import Recorder
 
     with open(os.environ[LOG_ENV], "a") as fh:
         fh.write(json.dumps({"trial": cfg.tags.get(s.T_TRIAL), "seed": cfg.seed,
@@ -70,15 +71,20 @@ def fake_train(cfg, *, should_stop=None, log=None, on_epoch=None) -> dict:
     if os.environ.get(HANG_ENV):
         time.sleep(600)  # a worker that will be SIGKILLed while "training"
     settings = {"model": cfg.model, **cfg.model_options}
-    tracker = RunTracker(cfg.tracking_uri, cfg.experiment)
-    with tracked_run(tracker, run_id=None, tags=cfg.tags, parent_run_id=cfg.parent_run_id,
-                     run_name=cfg.run_name, system_metrics=False) as run_id:
+    recorder = Recorder(cfg.tracking_uri, cfg.experiment)
+    run_id = recorder.start(run_id=None, tags=cfg.tags, parent_run_id=cfg.parent_run_id,
+                            run_name=cfg.run_name)
+    try:
         for epoch in (1, 2):
             time.sleep(0.05)
             error = _made_up_error(settings, cfg.seed, epoch)
-            tracker.log_metrics({"val_top1_err": error}, step=epoch)
+            recorder.log_metrics({"val_top1_err": error}, step=epoch)
             if on_epoch is not None:
                 on_epoch(epoch, {"val_top1_err": error})
+    except TrainingStopped as exc:  # a pruned trial's run ends KILLED, as the engine's does
+        recorder.close_quietly("KILLED", getattr(exc, "run_tags", {}))
+        raise
+    recorder.finish("FINISHED")
     return {"final_val_top1_err": error, "mlflow_run_id": run_id}
 
 
@@ -238,3 +244,34 @@ def test_a_killed_worker_s_trial_is_taken_over_and_told_once(tmp_path, tracking_
     assert len(runs_) == budget * 2 and {r.info.status for r in runs_} == {"FINISHED"}
     assert all(r.data.tags["senet.trial"] == str(int(r.data.tags["senet.point"][5:]))
                for r in runs_)
+
+
+@pytest.mark.slow
+def test_a_packed_search_prunes_and_reports_with_real_trainings(tmp_path, tracking_uri,
+                                                                capsys):
+    """`senet work --pack 2` trains each trial's two seeds as one packed model through the
+    one engine: every sampled trial ends COMPLETE or PRUNED in Optuna, pruned runs carry
+    senet.pruned, and every run is tagged with the search."""
+    path = tmp_path / "packed.toml"
+    path.write_text(TINY.format(trials=6, startup=2).replace(
+        'subset = 200', 'subset = 100\nbatch_size = 25\nlr = 0.05\nworkers = 0'))
+    storage = f"sqlite:///{tmp_path}/q.db"
+    assert main(["search", str(path), "--storage", storage, "--tracking-uri", tracking_uri]) == 0
+    assert main(["work", "--storage", storage, "--devices", "cpu", "--pack", "2",
+                 "--runs-dir", str(tmp_path / "runs")]) == 0
+    study, queue, search = _state(storage, path)
+    states = [t.state for t in study.get_trials()]
+    assert len(states) == 6 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}, states
+    printed = capsys.readouterr().out
+    assert "packed (tickets" in printed  # the seeds really trained as one packed model
+    runs = _runs(tracking_uri, queue)
+    assert {r.data.tags["senet.search"] for r in runs} == {search.name}
+    assert {r.data.tags["senet.pack_size"] for r in runs} == {"2"}
+    pruned = {t.number for t in study.get_trials() if t.state == TrialState.PRUNED}
+    tagged = {int(r.data.tags["senet.trial"]) for r in runs if "senet.pruned" in r.data.tags}
+    assert tagged == pruned
+    assert all(r.info.status == "KILLED" for r in runs if "senet.pruned" in r.data.tags)
+    for t in study.get_trials():
+        if t.state == TrialState.COMPLETE:
+            assert len(t.user_attrs["senet.seed_errors"]) == 2
+    print(f"packed search: {len(pruned)} of 6 trials pruned")

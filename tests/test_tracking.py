@@ -16,12 +16,11 @@ def _race(tag: str, folders: list[str]) -> None:
     """A process's main, round after round: signal that it is ready (run started in that
     round's store), then spin until the test creates the round's go file, so the dataset
     inserts of all three processes land together."""
-    from senet.tracking.store import RunTracker
+    from senet.tracking.recorder import Recorder
 
     for folder in map(Path, folders):
-        tracker = RunTracker(f"sqlite:///{folder}/race.db", "race")
-        tracker.start(run_id=None, tags={"who": tag}, parent_run_id=None, run_name=tag,
-                      system_metrics=False)
+        tracker = Recorder(f"sqlite:///{folder}/race.db", "race")
+        tracker.start(run_id=None, tags={"who": tag}, parent_run_id=None, run_name=tag)
         (folder / f"ready-{tag}").touch()
         deadline = time.monotonic() + 120
         while not (folder / "go").exists() and time.monotonic() < deadline:
@@ -34,7 +33,7 @@ def _race(tag: str, folders: list[str]) -> None:
 @pytest.mark.slow
 def test_simultaneous_dataset_logging_never_fails_a_run(tmp_path, _mlflow_template):
     # MLflow inserts an experiment's dataset row check-then-insert; without the retry in
-    # RunTracker.log_dataset, most rounds of three simultaneous workers lost one run.
+    # Recorder.log_dataset, most rounds of three simultaneous workers lost one run.
     # Two rounds, each on its own new store, run by the same three processes.
     folders = [tmp_path / f"round{round_}" for round_ in range(2)]
     for folder in folders:

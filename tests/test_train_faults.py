@@ -49,20 +49,20 @@ def _runs(uri: str) -> list:
 def _open_together(uri: str, folder: str, name: str) -> None:
     """A process's main: say it is ready, spin until the test creates the go file (so all of
     them open the new store within a millisecond or so of each other), then record a run."""
-    from senet.tracking.store import RunTracker, tracked_run
+    from senet.tracking.recorder import Recorder
 
     (Path(folder) / f"ready-{name}").touch()
     deadline = time.monotonic() + 120
     while not (Path(folder) / "go").exists() and time.monotonic() < deadline:
         time.sleep(0.001)
-    tracker = RunTracker(uri, "shared")
-    with tracked_run(tracker, run_id=None, tags={}, parent_run_id=None, run_name=name,
-                     system_metrics=False):
-        tracker.log_metrics({"x": 1.0}, step=1)
+    recorder = Recorder(uri, "shared")
+    recorder.start(run_id=None, tags={}, parent_run_id=None, run_name=name)
+    recorder.log_metrics({"x": 1.0}, step=1)
+    recorder.finish("FINISHED")
 
 
 def test_processes_starting_together_on_a_new_store_all_record_their_runs(tmp_path):
-    from senet.tracking.store import RunTracker, tracked_run
+    from senet.tracking.recorder import Recorder
 
     db = tmp_path / "fresh" / "mlflow.db"
     db.parent.mkdir()
@@ -87,10 +87,10 @@ def test_processes_starting_together_on_a_new_store_all_record_their_runs(tmp_pa
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert (db.parent / "mlflow.db.lock").exists()
     # the store is whole afterwards: a later process (this one) can use it
-    tracker = RunTracker(uri, "shared")
-    with tracked_run(tracker, run_id=None, tags={}, parent_run_id=None, run_name="later",
-                     system_metrics=False):
-        tracker.log_metrics({"x": 1.0}, step=1)
+    recorder = Recorder(uri, "shared")
+    recorder.start(run_id=None, tags={}, parent_run_id=None, run_name="later")
+    recorder.log_metrics({"x": 1.0}, step=1)
+    recorder.finish("FINISHED")
     assert len(_runs(uri)) == 5
 
 
@@ -339,7 +339,7 @@ def test_unwritable_places_are_one_line_errors_within_seconds(_mlflow_template):
 def test_cuda_graphs_flag_reaches_the_config_and_stays_off_where_it_cannot_run():
     from senet.cli import build_parser
     from senet.data import load_data
-    from senet.engine.train import _use_graphs
+    from senet.engine.train import use_graphs
 
     parser = build_parser()
     assert parser.parse_args(["train", "resnet20"]).cuda_graphs is True
@@ -348,16 +348,16 @@ def test_cuda_graphs_flag_reaches_the_config_and_stays_off_where_it_cannot_run()
     data = load_data("builtin", root=None, device=torch.device("cpu"), subset=200, seed=0,
                      batch_size=50)
     cfg = TrainConfig(model="resnet20")
-    assert not _use_graphs(cfg, torch.device("cpu"), data, 1)  # CPU: the eager step
+    assert not use_graphs(cfg, torch.device("cpu"), data, 1, False)  # CPU: the eager step
 
 
 def test_compiled_trainings_share_one_inductor_cache(tmp_path, monkeypatch):
-    from senet.engine.train import _share_inductor_cache
+    from senet.engine.train import share_inductor_cache
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("SENET_CACHE", str(tmp_path / "cache"))
-    _share_inductor_cache()
+    share_inductor_cache()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/mine")
-    _share_inductor_cache()
+    share_inductor_cache()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/mine"  # the user's choice stays

@@ -10,9 +10,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from senet.engine.train import run_training
-from senet.engine.train_packed import check_same_point, run_packed
-from senet.errors import SenetError
+from senet.engine.train import check_packable, run_training, train_copies
+from senet.errors import SenetError, TrainingStopped
 from senet.settings.config import TrainConfig
 from senet.tracking.store import T_RUN_ID
 
@@ -60,10 +59,17 @@ def _cfg(tmp_path: Path, seed: int, folder: str, **kw) -> TrainConfig:
 def test_packed_seeds_match_seeds_trained_alone_and_resume(tmp_path, tracking_uri):
     seeds = [0, 1]
     alone = [run_training(_cfg(tmp_path, s, "alone")) for s in seeds]
-    # Packed in two sittings: one epoch, then resumed from the per-seed checkpoints.
-    first = run_packed([_cfg(tmp_path, s, "packed", epochs=1) for s in seeds])
-    assert all(isinstance(o, dict) and o["epochs_done"] == 1 for o in first), first
-    outcomes = run_packed([_cfg(tmp_path, s, "packed") for s in seeds])
+    # Packed in two sittings: stopped after one epoch, then resumed from the per-seed
+    # checkpoints.
+    def stop_after_one(epoch, metrics):
+        raise TrainingStopped(f"stopped after epoch {epoch} by the test")
+
+    first = train_copies([_cfg(tmp_path, s, "packed") for s in seeds],
+                         on_epoch=[stop_after_one] * 2)
+    assert all(isinstance(o, TrainingStopped) for o in first), first
+    first_runs = [json.loads((tmp_path / "packed" / f"s{s}" / "run.json").read_text())["run_id"]
+                  for s in seeds]
+    outcomes = train_copies([_cfg(tmp_path, s, "packed") for s in seeds])
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     run_ids = set()
     for s, ref, got in zip(seeds, alone, outcomes, strict=True):
@@ -96,7 +102,7 @@ def test_packed_seeds_match_seeds_trained_alone_and_resume(tmp_path, tracking_ur
         assert len(ck["optimizer"]["state"]) == len(ck_ref["optimizer"]["state"])
         # Own MLflow run (the same one across the resume), FINISHED, with the given tags.
         run = client.get_run(got["mlflow_run_id"])
-        assert run.info.run_id == first[s]["mlflow_run_id"]
+        assert run.info.run_id == first_runs[s]
         run_ids.add(run.info.run_id)
         assert run.info.status == "FINISHED"
         assert run.data.tags["senet.seed"] == str(s)
@@ -113,17 +119,17 @@ def test_packed_seeds_match_seeds_trained_alone_and_resume(tmp_path, tracking_ur
 
 def test_pack_refuses_points_whose_settings_differ(tmp_path):
     with pytest.raises(SenetError, match="differ in lr") as err:
-        check_same_point([_cfg(tmp_path, 0, "x"), _cfg(tmp_path, 1, "x", lr=0.5)])
+        check_packable([_cfg(tmp_path, 0, "x"), _cfg(tmp_path, 1, "x", lr=0.5)])
     assert "\n" not in str(err.value)
     with pytest.raises(SenetError, match="seeds"):
-        check_same_point([_cfg(tmp_path, 0, "x"), _cfg(tmp_path, 0, "y")])
+        check_packable([_cfg(tmp_path, 0, "x"), _cfg(tmp_path, 0, "y")])
 
 
 def test_pack_refuses_the_plateau_schedule(tmp_path):
     preset = tmp_path / "plateau.toml"
     preset.write_text('epochs = 1\nbatch_size = 50\n[schedule]\nkind = "plateau"\n')
     with pytest.raises(SenetError, match="plateau"):
-        run_packed([_cfg(tmp_path, s, "x", preset=str(preset)) for s in (0, 1)])
+        train_copies([_cfg(tmp_path, s, "x", preset=str(preset)) for s in (0, 1)])
 
 
 @pytest.mark.slow
@@ -170,13 +176,18 @@ def test_a_non_finite_copy_fails_alone_and_the_others_finish(tmp_path, tracking_
     from senet.errors import TrainingFailed
 
     seeds = [5, 6]
-    run_packed([_cfg(tmp_path, s, "nan", epochs=1, subset=100) for s in seeds])
+
+    def stop_after_one(epoch, metrics):
+        raise TrainingStopped(f"stopped after epoch {epoch} by the test")
+
+    train_copies([_cfg(tmp_path, s, "nan", epochs=3, subset=100) for s in seeds],
+                 on_epoch=[stop_after_one] * 2)
     # Poison seed 6's checkpoint: its first packed step gives a non-finite loss.
     path = tmp_path / "nan" / "s6" / "checkpoint.pt"
     ck = torch.load(path, weights_only=False)
     ck["model"]["fc.weight"].fill_(float("inf"))
     torch.save(ck, path)
-    good, bad = run_packed([_cfg(tmp_path, s, "nan", epochs=3, subset=100) for s in seeds])
+    good, bad = train_copies([_cfg(tmp_path, s, "nan", epochs=3, subset=100) for s in seeds])
     assert isinstance(good, dict) and good["epochs_done"] == 3
     assert isinstance(bad, TrainingFailed) and "non-finite" in str(bad)
     failed = json.loads((tmp_path / "nan" / "s6" / "summary.json").read_text())

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from senet.cli import main
-from senet.commands.work import cuda_devices, expand_per_gpu, parse_per_gpu
 from senet.errors import SenetError
+from senet.worker.devices import cuda_devices, expand_per_gpu, parse_per_gpu
 
 
 def _one_error_line(capsys) -> str:

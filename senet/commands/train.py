@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
+from pathlib import Path
 
 HELP = "train one model variant and record it in MLflow"
 
@@ -30,7 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db)")
     p.add_argument("--experiment", default="senet", help="MLflow experiment name")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on for ImageNet-size input on "
+                        "CUDA, off otherwise; --no-compile opts out)")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="run the step eagerly; by default it is captured once as a CUDA "
                         "graph and replayed, on CUDA with in-memory data")
@@ -42,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from senet.engine.train import run_training
     from senet.settings.config import TrainConfig, parse_sets
+    from senet.settings.resolve import default_out
 
     cfg = TrainConfig(
         model=args.model, model_options=parse_sets(args.set), dataset=args.dataset,
@@ -51,7 +57,19 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume, compile=args.compile, cuda_graphs=args.cuda_graphs,
         amp={"auto": None, "on": True, "off": False}[args.amp], workers=args.workers,
     )
-    summary = run_training(cfg)
+    out = Path(cfg.out) if cfg.out else default_out(cfg)
+    if cfg.resume and not (out / "checkpoint.pt").exists() and not (out / "run.json").exists():
+        print(f"senet train: --resume: nothing to resume in {out} (no checkpoint yet); "
+              "training from the start", flush=True)
+    try:
+        summary = run_training(cfg)
+    except KeyboardInterrupt:
+        again = ["senet", *getattr(args, "argv", ["train", args.model])]
+        again += [*(["--resume"] if not cfg.resume else []),
+                  *(["--out", str(out)] if not cfg.out else [])]
+        print(f"senet train: interrupted; the MLflow run is KILLED and {out} keeps the last "
+              f"finished epoch; continue with: {shlex.join(again)}", file=sys.stderr, flush=True)
+        return 130
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
     print(json.dumps({k: summary[k] for k in (

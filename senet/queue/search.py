@@ -472,6 +472,7 @@ class TrialPruned(TrainingStopped):
     def __init__(self, epoch: int, why: str) -> None:
         super().__init__(f"pruned after epoch {epoch}: {why}")
         self.epoch = epoch
+        self.run_tags = {TAG_PRUNED: str(epoch)}  # the engine tags the run with them
 
 
 def queue_name(search: Search) -> str:
@@ -485,7 +486,7 @@ def short_name(search: Search) -> str:
     return search.name.rsplit("/", 1)[-1]
 
 
-def point_id(number: int) -> str:
+def trial_point(number: int) -> str:
     return f"trial{number:03d}"
 
 
@@ -543,7 +544,7 @@ def enqueue_trial(queue: Any, search: Search, study: optuna.Study, number: int,
                   settings: dict[str, Any]) -> None:
     label = "r=" + _reduction_of(study, number)
     for seed in search.seeds:
-        queue.enqueue(point_id(number), seed, label, settings, {T_TRIAL: number})
+        queue.enqueue(trial_point(number), seed, label, settings, {T_TRIAL: number})
 
 
 def _reduction_of(study: optuna.Study, number: int) -> str:
@@ -597,8 +598,6 @@ def training_hooks(queue: Any, ticket: Any, cfg: Any) -> dict[str, Any]:
     judge = ticket.seed == search.seeds[0]
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        import mlflow
-
         if _trial_state(study, number) == TrialState.PRUNED:
             why = "another seed of the trial was pruned"
         elif not judge:
@@ -606,9 +605,11 @@ def training_hooks(queue: Any, ticket: Any, cfg: Any) -> dict[str, Any]:
         elif should_prune(study, number, epoch, metrics["val_top1_err"], pruner) \
                 and epoch < last and not seeded:  # a last epoch is done: keep its result
             why = "worse than the median of the finished trials"
+            # Told at once, so the trial's other seeds, packed beside this one, stop at
+            # this same epoch instead of training on for nothing.
+            _tell_once(lambda: tell_pruned(study, number, epoch))
         else:
             return
-        mlflow.set_tag(TAG_PRUNED, str(epoch))
         raise TrialPruned(epoch, why)
 
     return {"on_epoch": on_epoch}
@@ -699,7 +700,7 @@ def as_grid(search: Search) -> Any:
         if params not in chosen:
             chosen.append(params)
     # Point ids unique across files: `senet plan` caches settings by point id.
-    points = [Point(f"{queue_name(search)}/{point_id(i)}", "r=" + reduction_string(search, p),
+    points = [Point(f"{queue_name(search)}/{trial_point(i)}", "r=" + reduction_string(search, p),
                     trial_settings(search, p)) for i, p in enumerate(chosen[:search.trials])]
     return Grid(name=queue_name(search), path=search.path, title=search.title,
                 paper_table=None, paper_ref=None, seeds=list(search.seeds), points=points)

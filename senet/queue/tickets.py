@@ -35,7 +35,7 @@ import socket
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,6 +359,42 @@ class GridQueue:
             self.beat(ticket.trial_id)
         return won
 
+    def claim(self, grace: float, k: int = 1, *,
+              alone: Callable[[Ticket], str | None] | None = None,
+              log: Callable[[str], None] | None = None) -> list[Ticket]:
+        """Claim the next ticket to train and, with ``k`` > 1, up to ``k`` - 1 more WAITING
+        tickets of the same point and settings (its other seeds), each settled as its own
+        claim. ``alone(ticket)`` may say why the first ticket's point must train alone.
+        Returns the claimed tickets, [] when nothing here can be claimed; a ticket that
+        loses its settlement is closed, and ``log`` hears why."""
+        first = next((t for t in self.waiting() if self._claim_one(t, grace, log)), None)
+        if first is None:
+            return []
+        mine = [first]
+        why = alone(first) if k > 1 and alone is not None else None
+        if why is not None and log is not None:
+            log(f"{self.name}: {first.label!r} trains alone: {why}")
+        for ticket in self.waiting() if k > 1 and why is None else []:
+            if len(mine) >= k:
+                break
+            if (ticket.point == first.point and ticket.settings == first.settings
+                    and ticket.seed not in {t.seed for t in mine}
+                    and self._claim_one(ticket, grace, log)):
+                mine.append(ticket)
+        return mine
+
+    def _claim_one(self, ticket: Ticket, grace: float, log: Callable[[str], None] | None
+                   ) -> bool:
+        if not self.try_claim(ticket, grace):
+            return False
+        reason = self.settle(ticket, grace)
+        if reason is None:
+            return True
+        self.close(ticket, reason)
+        if log is not None:
+            log(f"{self.name}: ticket #{ticket.number} closed: {reason}")
+        return False
+
     def beat(self, trial_id: int) -> None:
         """Record that this worker still holds the ticket. Raises TicketFinished once the
         ticket has been finished by someone else (reaped)."""
@@ -377,7 +413,7 @@ class GridQueue:
         for other in self._key_tickets(mine.key):
             if other.trial_id != mine.trial_id and other.state == TrialState.WAITING:
                 if self.try_claim(other):
-                    self.store_close(other, f"duplicate of {self.name} #{mine.number}")
+                    self.close(other, f"duplicate of {self.name} #{mine.number}")
         now = time.time()
         for other in self._key_tickets(mine.key):
             if other.trial_id == mine.trial_id:
@@ -388,10 +424,6 @@ class GridQueue:
             if other.state == TrialState.RUNNING and live and other.trial_id < mine.trial_id:
                 return f"duplicate of ticket {other.trial_id}, which is running"
         return None
-
-    def store_close(self, ticket: Ticket, reason: str) -> bool:
-        """close() for a ticket that may belong to another grid (trial ids are global)."""
-        return self._finish(ticket.trial_id, "PRUNED", {T_REASON: reason})
 
     def close(self, ticket: Ticket, reason: str) -> bool:
         """End a claimed ticket that will not be trained (PRUNED, not a failure)."""

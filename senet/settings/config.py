@@ -47,7 +47,7 @@ class TrainConfig:
     tracking_uri: str | None = _set_by("give it to senet queue --tracking-uri", None)
     experiment: str = _set_by("each grid gets its own MLflow experiment", "senet")
     resume: bool = _set_by("workers always resume a point from its checkpoint", False)
-    compile: bool = False
+    compile: bool | None = None  # None: on for ImageNet-size input on CUDA, else off
     cuda_graphs: bool = True  # CUDA graphs where they apply (CUDA, in-memory data)
     amp: bool | None = None  # None: bf16 autocast on CUDA, off on CPU
     workers: int = 4

@@ -21,14 +21,14 @@ KEY_LENGTH = 16
 def resolved_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """What a grid point's settings resolve to once its preset and the model's option
     defaults are applied. Raises SenetError for settings that cannot be resolved."""
-    from senet.engine.train import make_plan
     from senet.models import validate_options
     from senet.settings.config import TrainConfig, load_preset, split_settings
+    from senet.settings.resolve import resolve_run
 
     model = settings["model"]
     cfg = TrainConfig(**split_settings(settings))
     preset = load_preset(cfg.preset)
-    plan = make_plan(cfg, preset)
+    plan = resolve_run(cfg, preset)
     resolved_options = validate_options(model, plan.model_options)
     if "num_classes" not in plan.model_options:
         resolved_options.pop("num_classes")  # the dataset decides it

@@ -41,6 +41,9 @@ def measure_peak_bytes(model_name: str, batch: int, image_size: int, device: tor
     import senet
     from senet.engine.step import make_optimizer, make_train_step
 
+    device = torch.device("cuda", torch.device(device).index or 0)
+    torch.cuda.set_device(device)
+    torch.empty(1, device=device)  # a context and allocator for the device, before its stats
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)

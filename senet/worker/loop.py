@@ -21,13 +21,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from senet.errors import SenetError, TicketFinished, TrainingFailed, one_line
+from senet.errors import (
+    Fenced,
+    SenetError,
+    TicketFinished,
+    TrainingFailed,
+    TrainingStopped,
+    one_line,
+)
 from senet.progress import format_duration
 from senet.queue import search as searches
 from senet.queue import tickets as q
 from senet.queue.storage import open_storage
 from senet.queue.store import TicketStore
 from senet.tracking import store as tracking
+from senet.worker.claim import Claim
 from senet.worker.processes import process_context
 
 TrainFn = Callable[..., dict[str, Any]]
@@ -47,6 +55,7 @@ class WorkerConfig:
     grace_s: float = field(default_factory=q.grace_period)
     cpu_threads: int | None = None  # torch threads when several CPU workers share a host
     pack: int = 1  # seeds of one point trained together as one packed model (--pack)
+    compile: bool | None = None  # None: each training's own choice (--no-compile: False)
 
     @property
     def poll_s(self) -> float:
@@ -159,12 +168,9 @@ class Worker:
                 time.sleep(self.cfg.poll_s * errors)
                 continue
             if claimed is not None:
-                queue, ticket = claimed
-                if self.cfg.pack > 1:
-                    self.runs += self._train_pack(queue, ticket)
-                else:
-                    self._train(queue, ticket)
-                    self.runs += 1
+                queue, tickets = claimed
+                self._train(queue, tickets)
+                self.runs += len(tickets)
                 self.say(progress_line(queue))
                 if self.cfg.max_runs is not None and self.runs >= self.cfg.max_runs:
                     why = f"--max-runs {self.cfg.max_runs} reached"
@@ -211,20 +217,23 @@ class Worker:
                          f"run `senet queue {queue.name}` again")
         return ready
 
-    def _claim(self, queues: list[q.GridQueue]) -> tuple[q.GridQueue, q.Ticket] | None:
+    def _claim(self, queues: list[q.GridQueue]) -> tuple[q.GridQueue, list[q.Ticket]] | None:
+        k = 1 if self.train_fn is not None else self.cfg.pack  # a test's train_fn trains one
         for queue in queues:
             searches.refill(queue)  # a search asks its sampler for the next trial here
-            for ticket in queue.waiting():
-                if not queue.try_claim(ticket, self.cfg.grace_s):
-                    continue
-                reason = queue.settle(ticket, self.cfg.grace_s)
-                if reason is None:
-                    return queue, ticket
-                queue.close(ticket, reason)
-                self.say(f"{queue.name}: ticket #{ticket.number} closed: {reason}")
+            tickets = queue.claim(self.cfg.grace_s, k, alone=self._why_alone, log=self.say)
+            if tickets:
+                return queue, tickets
         return None
 
-    # -- one training
+    def _why_alone(self, ticket: q.Ticket) -> str | None:
+        from senet.engine.train import why_not_packed
+        from senet.settings.config import TrainConfig, split_settings
+        from senet.settings.resolve import resolve_run
+
+        return why_not_packed(resolve_run(TrainConfig(**split_settings(ticket.settings))))
+
+    # -- one training, or K seeds of one point packed
 
     def train_config(self, queue: q.GridQueue, ticket: q.Ticket, attrs: dict[str, Any]):
         from senet.settings.config import TrainConfig, split_settings
@@ -248,61 +257,107 @@ class Worker:
                    if ticket.attrs.get(tracking.T_KEY) else {}),
             },
             run_name=f"{ticket.label} · s{ticket.seed}",
+            **({"compile": self.cfg.compile} if self.cfg.compile is not None else {}),
         )
 
     def _tracking_uri(self, attrs: dict[str, Any]) -> str:
         recorded = attrs.get(tracking.A_TRACKING_URI)
         return self.cfg.tracking_uri or recorded or tracking.DEFAULT_TRACKING_URI
 
-    def _train(self, queue: q.GridQueue, ticket: q.Ticket) -> None:
+    def _train(self, queue: q.GridQueue, tickets: list[q.Ticket]) -> None:
+        """Train the claimed tickets (seeds of one point) in one loop, then settle each
+        ticket on its own outcome."""
+        import contextlib
+
         attrs = queue.attrs()
-        cfg = self.train_config(queue, ticket, attrs)
-        folder = Path(cfg.out)
-        resumed = (folder / "checkpoint.pt").exists()
-        self.say(f"{queue.name}: training {ticket.label!r} seed {ticket.seed} "
-                 f"(ticket #{ticket.number}{', resuming' if resumed else ''}) in {folder}")
-        _attempt_log(folder, {"event": "start", "grid": queue.name, "ticket": ticket.number,
-                              "point": ticket.point, "seed": ticket.seed, "key": ticket.key,
-                              "checkpoint": resumed})
+        cfgs = [self.train_config(queue, t, attrs) for t in tickets]
+        # A search's ticket tags its run and feeds the pruner after every epoch.
+        on_epoch = [searches.training_hooks(queue, t, cfg).get("on_epoch")
+                    for t, cfg in zip(tickets, cfgs, strict=True)]
+        seeds = ", ".join(str(t.seed) for t in tickets)
+        first = tickets[0]
+        if len(tickets) > 1:
+            self.say(f"{queue.name}: training {first.label!r} seeds {seeds} packed (tickets "
+                     f"{', '.join('#' + str(t.number) for t in tickets)})")
+        claims = []
+        for t, cfg in zip(tickets, cfgs, strict=True):
+            folder = Path(cfg.out)
+            resumed = (folder / "checkpoint.pt").exists()
+            if len(tickets) == 1:
+                self.say(f"{queue.name}: training {t.label!r} seed {t.seed} (ticket "
+                         f"#{t.number}{', resuming' if resumed else ''}) in {folder}")
+            _attempt_log(folder, {"event": "start", "grid": queue.name, "ticket": t.number,
+                                  "point": t.point, "seed": t.seed, "key": t.key,
+                                  "checkpoint": resumed,
+                                  **({"packed": seeds} if len(tickets) > 1 else {})})
+            claims.append(Claim.take(folder, t.trial_id))
         started = time.time()
-        prefix = f"[{queue.name} {ticket.label} s{ticket.seed}]"
-        outcome: dict[str, Any]
-        hooks = searches.training_hooks(queue, ticket, cfg)  # {} for a grid's ticket
-        with Heartbeat(queue, ticket.trial_id, self.cfg.heartbeat_s) as beat:
+        beats = [Heartbeat(queue, t.trial_id, self.cfg.heartbeat_s) for t in tickets]
+        outcomes: list[Any]
+        with contextlib.ExitStack() as stack:
+            for beat in beats:
+                stack.enter_context(beat)
+            owns = [lambda b=b, c=c: not b.lost and c.held()
+                    for b, c in zip(beats, claims, strict=True)]
+            stop = lambda: self.stop_requested or any(b.lost for b in beats)  # noqa: E731
             try:
-                summary = self._train_fn()(
-                    cfg,
-                    should_stop=lambda: beat.lost or self.stop_requested,
-                    log=lambda msg: print(f"{prefix} {msg}", flush=True),
-                    **hooks,
-                )
-                outcome = self._report(queue, ticket, summary, time.time() - started)
-            except searches.TrialPruned as exc:
-                outcome = searches.pruned(queue, ticket, exc)
+                outcomes = self._run_trainings(queue, tickets, cfgs, on_epoch, owns, stop)
             except KeyboardInterrupt:
-                self._give_back(queue, ticket, "interrupted (Ctrl-C)")
-                _attempt_log(folder, {"event": "end", "ticket": ticket.number,
-                                      "outcome": "interrupted"})
+                for t, cfg in zip(tickets, cfgs, strict=True):
+                    self._give_back(queue, t, "interrupted (Ctrl-C)")
+                    _attempt_log(Path(cfg.out), {"event": "end", "ticket": t.number,
+                                                 "outcome": "interrupted"})
                 raise
-            except Exception as exc:  # noqa: BLE001 - one bad point must not stop the grid
-                outcome = self._failed(queue, ticket, exc, beat.lost, cfg, attrs)
-        _attempt_log(folder, {"event": "end", "ticket": ticket.number, **outcome})
-        searches.after_training(queue, ticket, outcome)
+            except Exception as exc:  # noqa: BLE001 - the whole pack failed: each ticket fails
+                outcomes = [exc] * len(tickets)
+        seconds = time.time() - started
+        for t, cfg, beat, claim, outcome in zip(tickets, cfgs, beats, claims, outcomes,
+                                                strict=True):
+            result = self._settle(queue, t, cfg, attrs, outcome, beat.lost or not claim.held(),
+                                  seconds)
+            _attempt_log(Path(cfg.out), {"event": "end", "ticket": t.number, **result})
+            searches.after_training(queue, t, result)
         self._close_parent_if_drained(queue, attrs)
 
-    def _train_pack(self, queue: q.GridQueue, ticket: q.Ticket) -> int:
-        """--pack K: ``ticket`` and up to K-1 more seeds of its point as one packed model
-        (senet.engine.train_packed); returns the tickets worked on."""
-        from senet.engine.train_packed import train_tickets
+    def _run_trainings(self, queue: q.GridQueue, tickets: list[q.Ticket], cfgs: list[Any],
+                       on_epoch: list[Any], owns: list[Any], stop: Callable[[], bool]
+                       ) -> list[Any]:
+        """One outcome per ticket: a summary, or the exception that ended that training."""
+        prefixes = [f"[{queue.name} {t.label} s{t.seed}]" for t in tickets]
+        if self.train_fn is not None:  # a caller's own training function (tests, tools)
+            hooks = {"on_epoch": on_epoch[0]} if on_epoch[0] else {}
+            try:
+                return [self.train_fn(cfgs[0], should_stop=stop,
+                                      log=lambda msg: print(f"{prefixes[0]} {msg}", flush=True),
+                                      **hooks)]
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - settled as that ticket's outcome
+                return [exc]
+        from senet.engine.train import train_copies
 
-        return train_tickets(self, queue, ticket, Heartbeat, _attempt_log)
+        return train_copies(cfgs, should_stop=stop, on_epoch=on_epoch, owns=owns,
+                            log=lambda k, msg: print(f"{prefixes[k]} {msg}", flush=True))
 
-    def _train_fn(self) -> TrainFn:
-        if self.train_fn is None:
-            from senet.engine.train import run_training
-
-            self.train_fn = run_training
-        return self.train_fn
+    def _settle(self, queue: q.GridQueue, ticket: q.Ticket, cfg: Any, attrs: dict[str, Any],
+                outcome: Any, lost: bool, seconds: float) -> dict[str, Any]:
+        """Close one ticket on its training's outcome: done, pruned, lost to another worker,
+        given back (stopped with its pack or on request), or failed."""
+        lost = lost or isinstance(outcome, Fenced)
+        try:
+            if isinstance(outcome, dict):
+                return self._report(queue, ticket, outcome, seconds)
+            if isinstance(outcome, searches.TrialPruned):
+                return searches.pruned(queue, ticket, outcome)
+            if isinstance(outcome, TrainingStopped) and not lost and not self.stop_requested:
+                # Another seed of the pack was taken back: this one is fine, so it goes
+                # back to the queue and resumes from its checkpoint.
+                self._give_back(queue, ticket, "stopped with its pack (another seed was lost)")
+                return {"outcome": "interrupted"}
+            raise outcome if isinstance(outcome, BaseException) else SenetError(
+                "the training returned nothing for this seed")
+        except Exception as exc:  # noqa: BLE001 - one bad point must not stop the grid
+            return self._failed(queue, ticket, exc, lost, cfg, attrs)
 
     def _report(
         self, queue: q.GridQueue, ticket: q.Ticket, summary: dict[str, Any], seconds: float
@@ -397,21 +452,6 @@ def run_worker(cfg: WorkerConfig, train_fn: TrainFn | None = None) -> list[str]:
         signal.signal(signal.SIGTERM, _on_term)
     worker.run()
     return worker.failed
-
-
-def parse_devices(spec: str) -> list[str]:
-    """`0,1` -> cuda:0, cuda:1; `cpu,cpu` -> two CPU workers; `auto` allowed."""
-    devices = []
-    for item in (s.strip() for s in spec.split(",")):
-        if item.isdigit():
-            devices.append(f"cuda:{item}")
-        elif item in ("cpu", "auto", "cuda") or item.startswith("cuda:"):
-            devices.append(item)
-        else:
-            raise SenetError(f"--devices {spec!r}: expected a comma list of GPU indices or cpu")
-    if not devices:
-        raise SenetError("--devices: empty list")
-    return devices
 
 
 def _child(cfg: WorkerConfig, report: Any, environ: dict[str, str]) -> None:
