@@ -265,9 +265,11 @@ def test_packing_no_models_is_an_error():
 
 
 def test_packing_models_with_different_settings_is_a_one_line_error():
-    a = senet.build("se_resnet20", reduction=16)
-    b = senet.build("se_resnet20", reduction=8)
-    with pytest.raises(SenetError, match=r"differ in option reduction \(16 vs 8\)") as err:
+    # The reduction ratio packs (tests/test_packed_grid.py); the placement does not.
+    a = senet.build("se_resnet20", placement="standard")
+    b = senet.build("se_resnet20", placement="post")
+    with pytest.raises(SenetError, match=r"differ in option placement \('standard' vs "
+                                         r"'post'\), which changes the layers") as err:
         pack([a, b])
     assert "\n" not in str(err.value)
     with pytest.raises(SenetError, match="model 1 is resnet20, model 0 is se_resnet20"):
