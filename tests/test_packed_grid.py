@@ -265,3 +265,21 @@ def test_pack_groups_fill_packs_in_order():
             key(0, reduction=8), key(1, placement="post")]
     assert pack_groups(keys, 2) == [[0, 2], [1, 4], [3]]
     assert pack_groups(keys, 8) == [[0, 2, 3], [1, 4]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA device: the packed grid is checked there in float32")
+def test_packed_grid_on_cuda_trains_like_each_point_alone():
+    # float32 without TF32: grouped and dense cuDNN kernels sum in other orders, so the
+    # bound is float32 rounding grown over the steps, as test_packed's CPU float32 check.
+    torch.backends.cudnn.allow_tf32 = False
+    models = [m.cuda() for m in _models(dtype=torch.float32)]
+    packed = pack(models)
+    batches = [([x.cuda() for x in xs], [y.cuda() for y in ys])
+               for xs, ys in _batches(4, len(models), torch.float32)]
+    _train_packed(packed, batches)
+    for k, m in enumerate(models):
+        _train_alone(m, batches, k)
+    for state, model in zip(unpack(packed), models, strict=True):
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(state[key], value, atol=1e-4, rtol=1e-4)
