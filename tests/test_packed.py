@@ -142,9 +142,10 @@ def test_evaluation_repeats_one_batch_for_every_copy():
     torch.testing.assert_close(packed(repeat_inputs(x, K)), expected, atol=1e-5, rtol=1e-5)
 
 
-def _sgd_packed(packed, batches):
-    """SGD steps on the packed model, one per (xs, ys): each copy gets its own batch."""
-    opt = torch.optim.SGD(packed.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+def _sgd_packed(packed, batches, opt=None):
+    """SGD steps on the packed model, one per (xs, ys): each copy gets its own batch;
+    ``opt`` (by default a new SGD) is returned."""
+    opt = opt or torch.optim.SGD(packed.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
     for xs, ys in batches:
         total, _ = packed_loss(packed(pack_inputs(xs)), pack_targets(ys))
         opt.zero_grad()

@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from test_packed import LR, MOMENTUM, WD, _sgd_packed
 
 import senet
 from senet.engine.pack_rules import key_of_resolved, pack_groups, why_not_one_pack
@@ -17,8 +18,6 @@ from senet.engine.packed import (
     pack_inputs,
     pack_optimizer_state,
     pack_refusal,
-    pack_targets,
-    packed_loss,
     unpack,
     unpack_optimizer_state,
 )
@@ -29,7 +28,6 @@ from senet.models.flops import count
 from senet.models.se import SEConfig
 from senet.settings.config import TrainConfig
 
-LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
 # One copy per row: the first is the r = 4 model of the brief; the others differ from it in
 # every packable choice at once (r 2 and 8 pad to the widest, r 2).
 POINTS = [
@@ -64,16 +62,6 @@ def _batches(steps, k, dtype=torch.float64, n=4, size=16):
             for _ in range(steps)]
 
 
-def _train_packed(packed, batches, opt=None):
-    opt = opt or torch.optim.SGD(packed.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
-    for xs, ys in batches:
-        total, _ = packed_loss(packed(pack_inputs(xs)), pack_targets(ys))
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-    return opt
-
-
 def _train_alone(model, batches, k):
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
     for xs, ys in batches:
@@ -103,7 +91,7 @@ def test_padded_r4_copy_trains_exactly_like_r4_alone():
     packed = pack(models)
     assert [c.outs for c in _padded_layers(packed)][:2] == [[2, 4, 1], [8, 8, 8]]
     batches = _batches(steps, len(models), n=2)
-    opt = _train_packed(packed, batches)
+    opt = _sgd_packed(packed, batches)
     alone = [_train_alone(m, batches, k) for k, m in enumerate(models)]
 
     for k, (state, model) in enumerate(zip(unpack(packed), models, strict=True)):
@@ -180,7 +168,7 @@ def test_mixed_pack_resumes_exactly_from_per_copy_checkpoints():
     models = _models()
     packed = pack(models)
     batches = _batches(3, len(models))
-    opt = _train_packed(packed, batches[:2])
+    opt = _sgd_packed(packed, batches[:2])
     weights, opt_states = unpack(packed), unpack_optimizer_state(packed, opt)
     # Each copy's state goes through its own plain model and optimizer, as a checkpoint.
     fresh = []
@@ -194,8 +182,8 @@ def test_mixed_pack_resumes_exactly_from_per_copy_checkpoints():
     resumed_opt = torch.optim.SGD(resumed.parameters(), lr=LR, momentum=MOMENTUM,
                                   weight_decay=WD)
     pack_optimizer_state(resumed, resumed_opt, [s for _, s in fresh])
-    _train_packed(packed, batches[2:], opt)
-    _train_packed(resumed, batches[2:], resumed_opt)
+    _sgd_packed(packed, batches[2:], opt)
+    _sgd_packed(resumed, batches[2:], resumed_opt)
     for a, b in zip(unpack(packed), unpack(resumed), strict=True):
         for key in a:
             assert torch.equal(a[key], b[key]), key
@@ -277,7 +265,7 @@ def test_packed_grid_on_cuda_trains_like_each_point_alone():
     packed = pack(models)
     batches = [([x.cuda() for x in xs], [y.cuda() for y in ys])
                for xs, ys in _batches(4, len(models), torch.float32)]
-    _train_packed(packed, batches)
+    _sgd_packed(packed, batches)
     for k, m in enumerate(models):
         _train_alone(m, batches, k)
     for state, model in zip(unpack(packed), models, strict=True):
