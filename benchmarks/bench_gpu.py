@@ -10,12 +10,25 @@ se_resnet50 at batch 256 (224x224), each on the paths
   compiled-ro  torch.compile(model, mode="reduce-overhead"): its own CUDA graphs
   graphs       the whole step captured by senet/step.py as one CUDA graph
   packed       K copies as one packed model (senet/packed.py), graphed on CUDA
+  packed-grid  K different grid points as one packed model (reductions 2, 4, 8, 16, ...
+               zero-padded, gates sigmoid/tanh/relu in turn); a plain model packs K seeds
+  fused-se     the graphs path with each SE block compiled (senet/models/fused_se.py,
+               region se); a plain model runs the graphs path, the baseline
+  fused-block  the same with each SE residual unit compiled (region block)
   per-gpu      K processes on one GPU, each on the graphs path, measured together
 and timm's resnet50 / seresnet50 beside ours (eager, compiled, graphs) when timm is
 installed. Each row: img/s (median of timed windows; a window ends with one device sync),
 the SE cost (plain img/s / SE img/s on the same path) and the peak device memory.
 On CUDA the step runs under bf16 autocast with channels_last. Inputs are synthetic,
-fixed tensors on the device: this measures the step, not the loader.
+fixed tensors on the device: this measures the step, not the loader. A row that cannot
+run here (a CUDA-only path on CPU) is printed with the reason in its note.
+
+Then the input rows (``--no-input`` leaves them out): ImageNet-style JPEGs (``--input-root``
+with train/, else synthetic 500x375 JPEGs written to a temporary folder) through each
+stage of ``senet.data``'s input, to see where the time goes: reading the files, decoding
+(PIL one by one; torchvision/nvJPEG as one batch), cropping and resizing (one kernel per
+image; ``crop_resize_batch`` for the batch), and the whole loader (``StreamingData``,
+``--input-workers`` workers) on the PIL and the device-decode paths.
 """
 
 from __future__ import annotations
@@ -33,16 +46,24 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_input, when run by path
 
 import senet  # noqa: E402
 from senet.engine.packed import pack, pack_inputs, pack_targets  # noqa: E402
 from senet.engine.step import make_optimizer, make_train_step  # noqa: E402
+from senet.models.fused_se import fuse_se  # noqa: E402
 
 CIFAR = ["resnet20", "se_resnet20", "resnet110", "se_resnet110"]
 IMAGENET = ["resnet50", "se_resnet50"]
 TIMM = {"timm resnet50": "resnet50", "timm seresnet50": "seresnet50"}
-ALL_PATHS = ["eager", "compiled", "compiled-ro", "graphs", "packed", "per-gpu"]
-CPU_PATHS = ["eager", "packed"]
+ALL_PATHS = ["eager", "compiled", "compiled-ro", "graphs", "packed", "packed-grid",
+             "fused-se", "fused-block", "per-gpu"]
+CPU_PATHS = ["eager", "packed", "packed-grid", "fused-se"]
+CUDA_ONLY = {"graphs": "CUDA graphs", "compiled-ro": "CUDA graphs", "per-gpu": "a GPU to share",
+             "fused-se": "CUDA (Inductor on CPU builds C++ for minutes; the CPU check is "
+                         "tests/test_fused_se.py)",
+             "fused-block": "CUDA (as fused-se)"}
+GRID_GATES = ("sigmoid", "tanh", "relu")
 
 
 @dataclass
@@ -93,6 +114,19 @@ def _time(step, x, y, device, warmup: int, steps: int, windows: int) -> float:
     return statistics.median(rates)
 
 
+def _grid_copies(name: str, k: int, classes: int) -> list[torch.nn.Module]:
+    """K different points of an SE grid (reduction 2, 4, 8, ... and the gates in turn), or
+    K seeds of a plain model."""
+    models = []
+    for i in range(k):
+        torch.manual_seed(i)
+        opts = {"num_classes": classes}
+        if name.startswith("se_"):
+            opts.update(reduction=2 ** (1 + i % 5), gate=GRID_GATES[i % len(GRID_GATES)])
+        models.append(senet.build(name, **opts))
+    return models
+
+
 def measure(name: str, path: str, args, batch: int, size: int, classes: int) -> Row:
     """One row, measured in this process (every path except per-gpu)."""
     device = torch.device(args.device)
@@ -101,14 +135,18 @@ def measure(name: str, path: str, args, batch: int, size: int, classes: int) -> 
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    graphs = path == "graphs" or (path == "packed" and cuda)
+    fused = path.startswith("fused-")
+    graphs = path == "graphs" or fused or (path.startswith("packed") and cuda)
     warmup = args.warmup + (4 if graphs else 0) + (args.compile_warmup if "compiled" in path
-                                                   else 0)
-    if path == "packed":
-        models = []
-        for seed in range(args.k):
-            torch.manual_seed(seed)
-            models.append(senet.build(name, num_classes=classes))
+                                                   or fused else 0)
+    if path.startswith("packed"):
+        if path == "packed":
+            models = []
+            for seed in range(args.k):
+                torch.manual_seed(seed)
+                models.append(senet.build(name, num_classes=classes))
+        else:
+            models = _grid_copies(name, args.k, classes)
         model = pack(models).to(device, memory_format=torch.channels_last).train()
         parts = [_batch(batch, size, classes, device, seed) for seed in range(args.k)]
         x, y = pack_inputs([p[0] for p in parts]), pack_targets([p[1] for p in parts])
@@ -117,6 +155,8 @@ def measure(name: str, path: str, args, batch: int, size: int, classes: int) -> 
         model = _build(name, device, classes)
         x, y = _batch(batch, size, classes, device)
         images_per_step = batch
+    if fused and name.startswith("se_"):
+        fuse_se(model, region=path[len("fused-"):])
     opt = make_optimizer(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4,
                          nesterov=False, device=device, graphs=graphs)
     run_model = model
@@ -129,8 +169,12 @@ def measure(name: str, path: str, args, batch: int, size: int, classes: int) -> 
     rate = _time(step, x, y, device, warmup, args.steps, args.windows)
     rate *= images_per_step / x.shape[0]
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
-    note = f"K={args.k}, graphs" if path == "packed" and cuda else (
-        f"K={args.k}, eager" if path == "packed" else "")
+    note = ""
+    if path.startswith("packed"):
+        what = "points" if path == "packed-grid" and name.startswith("se_") else "seeds"
+        note = f"K={args.k} {what}, {'graphs' if cuda else 'eager'}"
+    elif fused:
+        note = "graphs, compiled SE" if name.startswith("se_") else "graphs (no SE to fuse)"
     return Row(name, f"{batch}x{size}", path, rate, peak, note)
 
 
@@ -225,6 +269,13 @@ def main() -> None:
                     help="CPU intra-op threads (default 1: on a shared, loaded machine a "
                     "thread pool costs more than it gains on these small ops)")
     ap.add_argument("--no-timm", action="store_true", help="leave out the timm rows")
+    ap.add_argument("--no-input", action="store_true", help="leave out the input rows")
+    ap.add_argument("--input-root", help="an imagenet-style tree (train/<wnid>/*.JPEG) for the "
+                    "input rows (default: synthetic JPEGs in a temporary folder)")
+    ap.add_argument("--input-images", type=int,
+                    help="images for the input rows (default 2048; 16 with --quick)")
+    ap.add_argument("--input-workers", type=int, default=12,
+                    help="loader workers for the whole-loader input rows (default 12)")
     # Internal: one per-gpu worker process.
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -251,8 +302,6 @@ def main() -> None:
     for p in paths:
         if p not in ALL_PATHS:
             sys.exit(f"--paths: unknown path {p!r}; valid: {', '.join(ALL_PATHS)}")
-        if device.type != "cuda" and p in ("graphs", "compiled-ro", "per-gpu"):
-            sys.exit(f"--paths {p}: needs a CUDA device")
     names = args.models.split(",") if args.models else [*CIFAR, *IMAGENET]
     if not args.no_timm and not args.models:
         try:
@@ -270,6 +319,11 @@ def main() -> None:
             if name in TIMM and path in ("packed", "per-gpu"):
                 continue  # packing is for our models; timm is the eager/compiled reference
             t0 = time.perf_counter()
+            if device.type != "cuda" and path in CUDA_ONLY:
+                rows.append(Row(name, f"{batch}x{size}", path, None, None,
+                                f"skipped: needs {CUDA_ONLY[path]}"))
+                print(f"{name:>16} {path:>12}: {rows[-1].note}", file=sys.stderr, flush=True)
+                continue
             try:
                 if path == "per-gpu":
                     row = measure_per_gpu(name, args, batch, size)
@@ -284,6 +338,13 @@ def main() -> None:
                   file=sys.stderr, flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    if not args.no_input:
+        from bench_input import input_rows
+
+        for stage in input_rows(device, args):
+            rows.append(Row("input", stage.shape, stage.stage, stage.img_s, None, stage.note))
+            shown = f"{stage.img_s:,.0f} img/s" if stage.img_s else stage.note
+            print(f"{'input':>16} {stage.stage:>12}: {shown}", file=sys.stderr, flush=True)
     print(table(rows, device, args))
     if os.environ.get("BENCH_GPU_JSON"):
         Path(os.environ["BENCH_GPU_JSON"]).write_text(json.dumps([r.__dict__ for r in rows]))

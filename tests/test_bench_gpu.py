@@ -44,11 +44,19 @@ def test_bench_gpu_quick_on_cpu_prints_one_table(tmp_path):
     assert proc.exitcode == 0, stderr.read_text()[-2000:]
     lines = [ln for ln in stdout.read_text().splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| model | batch x size | path | img/s | SE cost")
-    body = lines[1:]  # the separator row starts "|---"
-    assert [ln.split(" | ")[:3] for ln in body] == [
-        ["| resnet20", "8x32", "eager"], ["| resnet20", "8x32", "packed"],
-        ["| se_resnet20", "8x32", "eager"], ["| se_resnet20", "8x32", "packed"]]
+    body = [ln.split(" | ") for ln in lines[1:]]  # the separator row starts "|---"
+    paths = ["eager", "packed", "packed-grid", "fused-se"]
+    stages = ["read", "decode-pil", "decode-batch", "resize-each", "resize-batch",
+              "loader-pil", "loader-device"]
+    assert [r[:3] for r in body] == [
+        *(["| resnet20", "8x32", p] for p in paths),
+        *(["| se_resnet20", "8x32", p] for p in paths),
+        *(["| input", "8x224", s] for s in stages)]
+    assert body[4][4].endswith("x")  # the SE cost on the eager path
+    assert body[6][6] == "K=2 points, eager |"  # the SE model packs different points
+    # The fused path needs CUDA: its rows start, and say why they did not run.
+    assert body[3][3] == "-" and body[3][6].startswith("skipped: needs CUDA")
 
     rows = json.loads(out.read_text())
-    assert all(r["img_s"] and r["img_s"] > 0 for r in rows)
-    assert body[2].split(" | ")[4].endswith("x")  # the SE cost on the eager path
+    ran = [r for r in rows if not r["note"].startswith("skipped")]
+    assert len(ran) == len(rows) - 2 and all(r["img_s"] and r["img_s"] > 0 for r in ran)

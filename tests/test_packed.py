@@ -142,9 +142,10 @@ def test_evaluation_repeats_one_batch_for_every_copy():
     torch.testing.assert_close(packed(repeat_inputs(x, K)), expected, atol=1e-5, rtol=1e-5)
 
 
-def _sgd_packed(packed, batches):
-    """SGD steps on the packed model, one per (xs, ys): each copy gets its own batch."""
-    opt = torch.optim.SGD(packed.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+def _sgd_packed(packed, batches, opt=None):
+    """SGD steps on the packed model, one per (xs, ys): each copy gets its own batch;
+    ``opt`` (by default a new SGD) is returned."""
+    opt = opt or torch.optim.SGD(packed.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
     for xs, ys in batches:
         total, _ = packed_loss(packed(pack_inputs(xs)), pack_targets(ys))
         opt.zero_grad()
@@ -265,9 +266,11 @@ def test_packing_no_models_is_an_error():
 
 
 def test_packing_models_with_different_settings_is_a_one_line_error():
-    a = senet.build("se_resnet20", reduction=16)
-    b = senet.build("se_resnet20", reduction=8)
-    with pytest.raises(SenetError, match=r"differ in option reduction \(16 vs 8\)") as err:
+    # The reduction ratio packs (tests/test_packed_grid.py); the placement does not.
+    a = senet.build("se_resnet20", placement="standard")
+    b = senet.build("se_resnet20", placement="post")
+    with pytest.raises(SenetError, match=r"differ in option placement \('standard' vs "
+                                         r"'post'\), which changes the layers") as err:
         pack([a, b])
     assert "\n" not in str(err.value)
     with pytest.raises(SenetError, match="model 1 is resnet20, model 0 is se_resnet20"):

@@ -175,3 +175,26 @@ def test_plan_cli_json(tmp_path, capsys):
     assert [g["slots"] for g in data["grids"]] == [4, 4]
     assert all(t["epochs"] == 3 and t["images_per_training"] == 1800
                for t in data["trainings"])
+
+
+def test_plan_in_packs_costs_each_pack_at_the_assumed_gain(tmp_path, capsys):
+    from senet.queue.plan import Packing
+
+    grid = _grid(tmp_path, "a", SHARED.format(title="A", r=4))
+    kwargs = dict(storage_url=str(tmp_path / "none.journal"),
+                  tracking_uri=f"sqlite:///{tmp_path}/none.db", device="cpu")
+    alone = make_plan([grid], **kwargs)
+    packed = make_plan([grid], **kwargs, packing=Packing(size=8, gain=2.0))
+    hours = {t.model: alone.hours(k) for k, t in alone.trainings.items()}
+    # Two packs: the two ResNet-20 seeds, the two SE seeds; each runs at 2x one training.
+    assert [sorted(alone.trainings[k].model for k in g)
+            for g in packed.packs(list(packed.trainings))] == [["resnet20", "resnet20"],
+                                                               ["se_resnet20", "se_resnet20"]]
+    assert packed.hours_left()[0] == pytest.approx(hours["resnet20"] + hours["se_resnet20"])
+    assert alone.hours_left()[0] == pytest.approx(2 * (hours["resnet20"] + hours["se_resnet20"]))
+    assert "in 2 packs of up to 8 (assumed: a pack of n trains at min(n, 2)" in \
+        packed.summary_line()
+    assert main(["plan", str(tmp_path / "a.toml"), "--pack", "4", "--device", "cpu",
+                 "--storage", kwargs["storage_url"], "--tracking-uri", kwargs["tracking_uri"]]
+                ) == 2
+    assert "--pack needs --pack-gain G >= 1" in capsys.readouterr().err

@@ -18,22 +18,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which rows of senet/throughput.toml to use when the tracking store "
                         "has no finished run of a model (default: %(default)s; 'cpu' for CPUs)")
     p.add_argument("--data-root", help="count the images of trees under this root")
+    p.add_argument("--pack", type=int, metavar="K",
+                   help="cost the trainings in packs of up to K that can share one packed "
+                        "model (seeds, and points that differ in squeeze, activation, gate, "
+                        "bias or reduction); needs --pack-gain")
+    p.add_argument("--pack-gain", type=float, metavar="G",
+                   help="the assumed speed of a pack: n packed trainings run at min(n, G) "
+                        "times one training's img/s (measure it: benchmarks/bench_gpu.py "
+                        "--paths packed-grid)")
     p.add_argument("--json", action="store_true", help="print the same figures as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     import optuna
 
+    from senet.errors import SenetError
     from senet.queue import search
-    from senet.queue.plan import make_plan
+    from senet.queue.plan import Packing, make_plan
     from senet.settings.grid import load_grid
+
+    packing = None
+    if args.pack is not None or args.pack_gain is not None:
+        if args.pack is None or args.pack < 1:
+            raise SenetError("--pack K: give the largest pack, an integer >= 1")
+        if args.pack_gain is None or not args.pack_gain >= 1:
+            raise SenetError("--pack needs --pack-gain G >= 1: how many times one "
+                             "training's img/s a full pack runs at (an assumption until "
+                             "benchmarks/bench_gpu.py measures it)")
+        packing = Packing(args.pack, args.pack_gain)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A search file is priced as its budget: trials x seeds trainings of its model.
     grids = [search.as_grid(search.load_search(spec)) if search.is_search_file(spec)
              else load_grid(spec) for spec in args.grids]
     plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,
-                     device=args.device, data_root=args.data_root)
+                     device=args.device, data_root=args.data_root, packing=packing)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
         return 0

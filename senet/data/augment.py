@@ -70,3 +70,57 @@ def crop_flip(
     linear = pixel[..., None] * c + torch.arange(c, device=dev)  # (B,H,W,C)
     out = flat.take(linear) * inside[..., None]
     return out.permute(0, 3, 1, 2)
+
+
+def shelf_layout(sizes: list[tuple[int, int]], width: int
+                 ) -> tuple[list[tuple[int, int]], int, int]:
+    """Places images of ``sizes`` (height, width) on one canvas in shelves (rows).
+
+    Tallest first, left to right, a new shelf when the row is full; returns each image's
+    (top, left), and the canvas height and width. Close to the images' total area for
+    photos of similar sizes, whatever the odd giant among them.
+    """
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i][0])
+    width = max(width, max(w for _, w in sizes))
+    places: list[tuple[int, int]] = [(0, 0)] * len(sizes)
+    top = left = shelf = 0
+    for i in order:
+        h, w = sizes[i]
+        if left + w > width:
+            top, left, shelf = top + shelf, 0, 0
+        places[i] = (top, left)
+        left += w
+        shelf = max(shelf, h)
+    return places, top + shelf, width
+
+
+def crop_resize_batch(images: list[Tensor], boxes: Tensor, flips: Tensor, size: int) -> Tensor:
+    """Every image's box resized to size x size, mirrored where ``flips``, in one kernel.
+
+    images: (3, H, W) uint8 tensors of any sizes, on one device (as a batched JPEG decode
+    returns them); boxes: (B, 4) float (left, top, right, bottom) in source pixels, as
+    ``senet.data.images`` draws them; flips: (B,) bool. Returns float32 (B, 3, size, size)
+    in 0..255, channels_last.
+
+    The images are copied onto one float canvas (``shelf_layout``) and cropped and resized
+    by one ``roi_align`` with adaptive sampling: each output pixel averages ceil(box/size)
+    x ceil(box/size) bilinear samples of its footprint, an antialiased downscale (close to
+    PIL's, which weighs a footprint twice as wide with a triangle); an upscale is plain
+    bilinear, as PIL's. Fractional boxes (the evaluation crop) are taken as they are.
+    """
+    from torchvision.ops import roi_align
+
+    device = images[0].device
+    sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
+    total = sum(h * w for h, w in sizes)
+    places, height, width = shelf_layout(sizes, int(1.5 * total ** 0.5))
+    canvas = torch.zeros(1, 3, height, width, device=device)
+    for img, (top, left), (h, w) in zip(images, places, sizes, strict=True):
+        canvas[0, :, top:top + h, left:left + w].copy_(img)  # uint8 -> float on the way
+    shift = torch.tensor([[left, top, left, top] for top, left in places],
+                         dtype=torch.float32).to(device, non_blocking=True)
+    rois = torch.cat([torch.zeros(len(images), 1, device=device), boxes.to(device) + shift], 1)
+    out = roi_align(canvas, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1,
+                    aligned=True)
+    out = torch.where(flips.to(device).view(-1, 1, 1, 1), out.flip(-1), out)
+    return out.contiguous(memory_format=torch.channels_last)

@@ -42,6 +42,8 @@ def load_folder(
     batch_size: int,
     workers: int,
     train_size: int | None,
+    rank: int = 0,
+    world: int = 1,
 ) -> Data:
     name = f"folder:{path}"
     train_dir, val_dir = tree_splits(name)
@@ -63,6 +65,8 @@ def load_folder(
             workers=workers,
             train_size=train_size,
             source=source,
+            rank=rank,
+            world=world,
         )
     payload, from_cache = cached_tensors(root, train, val, height, width, workers)
     data = build_tensor_data(

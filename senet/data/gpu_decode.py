@@ -1,7 +1,9 @@
 """Decoding JPEGs on the training device with torchvision.io.decode_jpeg (nvJPEG on CUDA).
 
-Workers only read each file's bytes and its header (to draw the crop); the main process
-decodes the whole batch in one call on the device, then crops, resizes and flips there.
+Workers only read each file's bytes and its header (to draw the crop, with the same
+``CropPlan`` and per-image seed as the PIL path, so the augmentation is the same draw for
+draw); the main process decodes the whole batch in one call on the device, then crops,
+resizes and flips the whole batch in one kernel (``senet.data.augment.crop_resize_batch``).
 Files nvJPEG cannot take (PNG, CMYK JPEG, ...) are decoded by PIL in the worker instead.
 Imported only when this path is selected, never by the default CPU path.
 """
@@ -13,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from senet.data.images import open_rgb, unreadable
+from senet.data.augment import crop_resize_batch
+from senet.data.images import Box, open_rgb, unreadable
 from senet.data.pipeline import CropPlan, ImageFiles, LoadError, Pipeline
 from senet.errors import SenetError
 
@@ -30,7 +32,7 @@ class Encoded:
     path: str
     data: torch.Tensor
     is_jpeg: bool
-    box: tuple[int, int, int, int]  # left, top, right, bottom
+    box: Box  # left, top, right, bottom in source pixels, as drawn (not rounded)
     flip: bool
     label: int
 
@@ -55,8 +57,7 @@ class EncodedImages(ImageFiles):
         except (OSError, ValueError, SyntaxError) as exc:
             return LoadError(str(unreadable(path, exc)))
         box, flip = self.plan.box_and_flip(width, height, sample_seed)
-        left, top, right, bottom = (round(v) for v in box)
-        return Encoded(path, data, is_jpeg, (left, top, right, bottom), flip, self.labels[index])
+        return Encoded(path, data, is_jpeg, box, flip, self.labels[index])
 
 
 def _dataset(files: list[str], labels: list[int], plan: CropPlan) -> tuple[Dataset, Callable]:
@@ -91,14 +92,10 @@ def _assemble(
     """Decode, crop, resize and flip a batch on the device; float (B,3,S,S) in 0..255."""
     jpegs = [s for s in raw if s.is_jpeg]
     decoded = iter(_decode_jpegs(jpegs, device) if jpegs else [])
-    out = torch.empty(len(raw), 3, size, size, device=device)
-    for i, s in enumerate(raw):
-        img = next(decoded) if s.is_jpeg else s.data.to(device).permute(2, 0, 1)
-        left, top, right, bottom = s.box
-        crop = img[None, :, top:bottom, left:right].float()
-        # antialias matches PIL's downscaling filter closely enough for training inputs.
-        resized = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True)[0]
-        out[i] = resized.flip(-1) if s.flip else resized
+    images = [next(decoded) if s.is_jpeg else s.data.to(device).permute(2, 0, 1) for s in raw]
+    boxes = torch.tensor([s.box for s in raw], dtype=torch.float32)
+    flips = torch.tensor([s.flip for s in raw])
+    out = crop_resize_batch(images, boxes, flips, size)
     labels = torch.tensor([s.label for s in raw], dtype=torch.int64)
     return out.clamp_(0, 255), labels
 

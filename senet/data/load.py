@@ -29,25 +29,31 @@ def load_data(
     batch_size: int,
     workers: int = 4,
     train_size: int | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> Data:
     """Load `dataset` (see DATASETS_HELP) for training on `device`.
 
     subset: use only the first `subset` training images, stratified by class.
     train_size: input side for imagenet-style (streamed) datasets; default 224.
+    rank, world: under torchrun, a streamed dataset reads and decodes only this rank's
+    slice of every global batch (its ``rank_sliced`` is then True); in-memory ones ignore
+    them and hand every rank the whole batch.
     """
     device = torch.device(device)
     common = dict(device=device, subset=subset, seed=seed, batch_size=batch_size)
+    shard = dict(rank=rank, world=world)
     if dataset == "builtin":
         return _builtin(train_size=train_size, **common)
     if dataset in ("cifar10", "cifar100"):
         return _cifar(dataset, root, train_size=train_size, **common)
     if dataset == "imagenet":
-        return _imagenet(root, workers=workers, train_size=train_size, **common)
+        return _imagenet(root, workers=workers, train_size=train_size, **common, **shard)
     if dataset.startswith("folder:") and len(dataset) > len("folder:"):
         from senet.data.folder import load_folder
 
         path = dataset[len("folder:") :]
-        return load_folder(path, workers=workers, train_size=train_size, **common)
+        return load_folder(path, workers=workers, train_size=train_size, **common, **shard)
     raise SenetError(f"unknown dataset {dataset!r}; choose one of {VALID_NAMES}")
 
 

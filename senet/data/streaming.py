@@ -4,6 +4,10 @@ Worker processes decode, crop and resize with PIL and send uint8 arrays; the mai
 moves them to the device and normalises there. Shuffling and the per-image augmentation
 parameters come from a generator seeded from (seed, epoch), and each image's crop is drawn
 from its own seed, so batches do not depend on which worker handled which image.
+
+Under torchrun (``rank``/``world``), every rank walks the same global batches but reads
+and decodes only its own slice of each, the images ``x[rank::world]`` of the whole batch
+would keep: a rank's batches are exactly those slices, with the same crops.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
 from senet.data.augment import Normalizer
 from senet.data.base import Batch, epoch_generator, short_digest, small_ops_threads
@@ -47,6 +51,31 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return self.length
+
+
+class RankBatchSampler(Sampler):
+    """Global batches of ``batch_size`` keys drawn from ``sampler``, of which this rank
+    keeps positions rank, rank + world, ... An empty slice (a last batch smaller than the
+    world) is skipped."""
+
+    def __init__(self, sampler: Sampler, batch_size: int, drop_last: bool, rank: int,
+                 world: int) -> None:
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.rank, self.world = rank, world
+
+    def __iter__(self) -> Iterator[list]:
+        batch: list = []
+        for key in self.sampler:
+            batch.append(key)
+            if len(batch) == self.batch_size:
+                yield batch[self.rank::self.world]
+                batch = []
+        if batch and not self.drop_last and batch[self.rank::self.world]:
+            yield batch[self.rank::self.world]
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.sampler), self.batch_size)
+        return full + int(not self.drop_last and rest > self.rank)
 
 
 class PilImages(ImageFiles):
@@ -84,8 +113,16 @@ class StreamingData:
         workers: int,
         train_size: int | None,
         source: str,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
+        if not 0 <= rank < world:
+            raise SenetError(f"{name}: rank {rank} is outside a world of {world} processes; "
+                             "check RANK and WORLD_SIZE")
         self.name = name
+        self.rank, self.world = rank, world
+        # The training loop must not slice these batches again (train.py's x[rank::world]).
+        self.rank_sliced = world > 1
         self.class_names = list(train.class_names)
         self.num_classes = len(self.class_names)
         self.image_size = train_size or DEFAULT_SIZE
@@ -123,11 +160,11 @@ class StreamingData:
         files, labels = self._train if train else self._val
         dataset, collate = self._pipeline.dataset(files, labels, self._plan(train))
         workers = self.workers
+        order = self._sampler if train else SequentialSampler(dataset)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            sampler=self._sampler if train else None,
-            drop_last=train,
+            batch_sampler=RankBatchSampler(order, self.batch_size, train, self.rank,
+                                           self.world),
             num_workers=workers,
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",

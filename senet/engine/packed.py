@@ -19,6 +19,14 @@ cross-entropies (``packed_loss``), so the gradient of copy k's slice is exactly 
 own gradient, and any element-wise optimizer (SGD with momentum and weight decay) stays
 equivalent per copy. The numbers differ from K separate runs only by floating-point
 rounding (grouped and dense convolution kernels sum in different orders).
+
+The copies need not be seeds of one grid point: they may differ in the SE choices that
+keep the tensors' layout or can be zero-padded to it (``PACKABLE_OPTIONS``: squeeze avg or
+max, inner activation, gate, FC bias, reduction ratio). Each SE block is then replaced by
+a ``senet.engine.packed_se.PackedSqueezeExcitation``, which applies each copy's own
+choice to its own channels and pads hidden widths with units that stay exactly zero
+(the reasoning is in that module). ``pack_refusal`` says, in one line, why a set of
+models cannot share a pack.
 """
 
 from __future__ import annotations
@@ -31,12 +39,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from senet.engine.packed_se import PackedSqueezeExcitation, PaddedSEConv
 from senet.errors import SenetError
+from senet.models.se import SqueezeExcitation
 
 __all__ = [
+    "PACKABLE_OPTIONS",
     "PackedModel",
     "pack",
+    "pack_refusal",
     "unpack",
+    "copy_param_counts",
     "pack_inputs",
     "pack_targets",
     "repeat_inputs",
@@ -86,6 +99,9 @@ class PackedConv2d(nn.Conv2d):
     def copy_slice(self, name: str, tensor: Tensor, k: int) -> Tensor:
         return tensor.chunk(self.copies)[k]
 
+    def join(self, name: str, parts: Sequence[Tensor]) -> Tensor:
+        return torch.cat(list(parts))
+
 
 class PackedBatchNorm2d(nn.BatchNorm2d):
     """K BatchNorms over C channels as one over K*C channels (statistics are per channel)."""
@@ -121,6 +137,9 @@ class PackedBatchNorm2d(nn.BatchNorm2d):
             return tensor  # the copies train in lock step: one shared count
         return tensor.chunk(self.copies)[k]
 
+    def join(self, name: str, parts: Sequence[Tensor]) -> Tensor:
+        return parts[0] if name == "num_batches_tracked" else torch.cat(list(parts))
+
 
 class PackedLinear(nn.Module):
     """K linear maps applied to the K copies' features: (N, K*in) -> (N, K, out)."""
@@ -152,6 +171,9 @@ class PackedLinear(nn.Module):
     def copy_slice(self, name: str, tensor: Tensor, k: int) -> Tensor:
         return tensor[k]
 
+    def join(self, name: str, parts: Sequence[Tensor]) -> Tensor:
+        return torch.stack(list(parts))
+
     def extra_repr(self) -> str:
         return f"copies={self.copies}, in_features={self.in_features}, " \
                f"out_features={self.out_features}, bias={self.bias is not None}"
@@ -164,20 +186,28 @@ _PACKERS: dict[type, Any] = {
 }
 
 
+# SE options whose values may differ between the copies of one pack (see the module doc).
+PACKABLE_OPTIONS = ("reduction", "squeeze", "activation", "gate", "bias")
+
+
 class PackedModel(nn.Module):
     """K copies of one architecture as one module. ``forward``: (N, K*3, H, W) -> (N, K, C).
 
     ``body`` has the same module names as a plain model, so ``unpack`` maps its state
-    back key for key.
+    back key for key. ``copy_options`` holds each copy's own model options;
+    ``senet_options`` those that all copies share.
     """
 
     def __init__(self, body: nn.Module, copies: int, name: str | None,
-                 options: dict[str, Any] | None) -> None:
+                 copy_options: Sequence[dict[str, Any]]) -> None:
         super().__init__()
         self.body = body
         self.copies = copies
         self.senet_name = name
-        self.senet_options = dict(options or {})
+        self.copy_options = [dict(o) for o in copy_options]
+        first = self.copy_options[0]
+        self.senet_options = {key: value for key, value in first.items()
+                              if all(o.get(key) == value for o in self.copy_options)}
         self.num_classes = getattr(body, "num_classes", None)
         self.default_input_size = getattr(body, "default_input_size", None)
 
@@ -192,47 +222,96 @@ def _describe(model: nn.Module) -> tuple[Any, Any]:
     return getattr(model, "senet_name", type(model).__name__), getattr(model, "senet_options", {})
 
 
-def _check_same(models: Sequence[nn.Module]) -> None:
+def _squeeze_kind(squeeze: str) -> str:
+    return "no squeeze" if squeeze == "none" else "a pooled squeeze"
+
+
+def _se_modules(model: nn.Module) -> dict[str, SqueezeExcitation]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, SqueezeExcitation)}
+
+
+def _inside(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name.startswith(p + ".") for p in prefixes)
+
+
+def _shared_state_shapes(model: nn.Module, se_names: Sequence[str]) -> list[tuple[str, tuple]]:
+    """Shapes of every state entry outside the SE blocks (those must match exactly)."""
+    return [(n, tuple(t.shape)) for n, t in model.state_dict().items()
+            if not _inside(n, se_names)]
+
+
+def _layer_types(model: nn.Module, se_names: Sequence[str]) -> list[tuple[str, type]]:
+    """Every module's name and type, but inside SE blocks (whose gate and activation
+    modules may differ per copy)."""
+    return [(n, type(m)) for n, m in model.named_modules() if not _inside(n, se_names)]
+
+
+def pack_refusal(models: Sequence[nn.Module]) -> str | None:
+    """Why ``models`` cannot be packed into one PackedModel, in one line; None if they can.
+
+    They can when they are one architecture whose copies differ at most in
+    ``PACKABLE_OPTIONS`` (a squeeze of none cannot share a pack with avg or max: the
+    pooled copies would run their FC layers at every position).
+    """
+    models = list(models)
     name0, opts0 = _describe(models[0])
+    se0 = _se_modules(models[0])
+    layers0 = _layer_types(models[0], list(se0))
+    shapes0 = _shared_state_shapes(models[0], list(se0))
     for i, m in enumerate(models[1:], start=1):
         name, opts = _describe(m)
         if name != name0:
-            raise SenetError(
-                f"--pack: model {i} is {name}, model 0 is {name0}; pack only seeds of one grid "
-                "point"
-            )
+            return f"model {i} is {name}, model 0 is {name0}; a pack holds one architecture"
         for key in sorted(set(opts0) | set(opts)):
-            if opts0.get(key) != opts.get(key):
-                raise SenetError(
-                    f"--pack: models differ in option {key} ({opts0.get(key)!r} vs "
-                    f"{opts.get(key)!r}); pack only seeds of one grid point"
-                )
-        shapes0 = [(n, tuple(t.shape)) for n, t in models[0].state_dict().items()]
-        shapes = [(n, tuple(t.shape)) for n, t in m.state_dict().items()]
-        if shapes != shapes0:
-            raise SenetError(
-                f"--pack: model {i} has other layers or shapes than model 0; pack only seeds "
-                "of one grid point"
-            )
+            if key not in PACKABLE_OPTIONS and opts0.get(key) != opts.get(key):
+                return (f"models 0 and {i} differ in option {key} ({opts0.get(key)!r} vs "
+                        f"{opts.get(key)!r}), which changes the layers; only "
+                        f"{', '.join(PACKABLE_OPTIONS)} may differ within a pack")
+        if _layer_types(m, list(se0)) != layers0 or \
+                _shared_state_shapes(m, list(se0)) != shapes0:
+            return f"model {i} has other layers or shapes than model 0"
+        for se_name, se in _se_modules(m).items():
+            ref = se0[se_name]
+            if se.channels != ref.channels:
+                return f"model {i} has other layers or shapes than model 0 (at {se_name})"
+            if _squeeze_kind(se.squeeze) != _squeeze_kind(ref.squeeze):
+                return (f"model {i} has {_squeeze_kind(se.squeeze)}, model 0 "
+                        f"{_squeeze_kind(ref.squeeze)}; squeeze none packs only with none")
         if m.training != models[0].training:
-            raise SenetError("--pack: put all models in the same train/eval mode before packing")
+            return "the models are not all in the same train/eval mode"
+    return None
 
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if not list(m.children())]
 
 
+def _replace(body: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(body.get_submodule(parent_name) if parent_name else body, attr, module)
+
+
 def pack(models: Sequence[nn.Module]) -> PackedModel:
-    """One PackedModel holding ``models`` (K >= 1 copies of one architecture and settings).
+    """One PackedModel holding ``models``: K >= 1 copies of one architecture, alike but for
+    ``PACKABLE_OPTIONS`` (``pack_refusal`` says why not, and this raises it).
 
     The copies' weights and BatchNorm statistics are copied in, stacked by copy; the
     models themselves are left unchanged.
     """
     models = list(models)
     check_pack_size(len(models), "--pack (number of models)")
-    _check_same(models)
+    why = pack_refusal(models)
+    if why is not None:
+        raise SenetError(f"--pack: {why}")
     body = copy.deepcopy(models[0])
+    se_names = list(_se_modules(models[0]))
+    for name in se_names:
+        packed_se = PackedSqueezeExcitation([m.get_submodule(name) for m in models])
+        packed_se.train(models[0].training)
+        _replace(body, name, packed_se)
     for name, leaf in _leaves(models[0]):
+        if _inside(name, se_names):
+            continue  # packed with its SE block above
         owns_state = any(True for _ in leaf.parameters(recurse=False)) or any(
             b is not None for b in leaf.buffers(recurse=False))
         packer = _PACKERS.get(type(leaf))
@@ -245,48 +324,75 @@ def pack(models: Sequence[nn.Module]) -> PackedModel:
             continue  # activations, pooling, gates: per-channel, nothing to stack
         packed_leaf = packer([m.get_submodule(name) for m in models])
         packed_leaf.train(leaf.training)
-        parent_name, _, attr = name.rpartition(".")
-        setattr(body.get_submodule(parent_name) if parent_name else body, attr, packed_leaf)
-    name, opts = _describe(models[0])
-    return PackedModel(body, len(models), name, opts)
+        _replace(body, name, packed_leaf)
+    return PackedModel(body, len(models), _describe(models[0])[0],
+                       [_describe(m)[1] for m in models])
 
 
-def _slicers(packed: PackedModel) -> dict[str, Any]:
-    """state_dict key -> function(tensor, k) giving copy k's part."""
-    found: dict[str, Any] = {}
+_Leaf = PackedConv2d | PackedBatchNorm2d | PackedLinear | PaddedSEConv
+
+
+def _layouts(packed: PackedModel) -> dict[str, tuple[_Leaf, str]]:
+    """state_dict key -> (the packed leaf that owns it, its name in that leaf)."""
+    found: dict[str, tuple[_Leaf, str]] = {}
     for mod_name, leaf in _leaves(packed.body):
         if not hasattr(leaf, "copy_slice"):
             continue
         prefix = f"{mod_name}." if mod_name else ""
         for key in leaf.state_dict():
-            found[prefix + key] = (lambda t, k, leaf=leaf, key=key: leaf.copy_slice(key, t, k))
+            found[prefix + key] = (leaf, key)
     return found
 
 
-def unpack_tensor(packed: PackedModel, key: str, tensor: Tensor) -> list[Tensor]:
+def unpack_tensor(packed: PackedModel, key: str, tensor: Tensor) -> list[Tensor | None]:
     """The K copies' parts of ``tensor`` laid out like the packed state entry ``key``
-    (a parameter, buffer, gradient or momentum buffer), as views."""
-    slicer = _slicers(packed)[key]
-    return [slicer(tensor, k) for k in range(packed.copies)]
+    (a parameter, buffer, gradient or momentum buffer), as views; None for a copy that
+    has no such entry (the SE bias of a copy without one)."""
+    leaf, name = _layouts(packed)[key]
+    return [leaf.copy_slice(name, tensor, k) for k in range(packed.copies)]
 
 
 def unpack(packed: PackedModel) -> list[dict[str, Tensor]]:
-    """Each copy's state_dict, loadable as is by the plain model (``senet.build(...)``)."""
-    slicers = _slicers(packed)
+    """Each copy's state_dict, loadable as is by the plain model (``senet.build(...)``):
+    its own hidden units only, and no entry it does not have."""
+    layouts = _layouts(packed)
     state = packed.body.state_dict()
-    missing = [key for key in state if key not in slicers]
+    missing = [key for key in state if key not in layouts]
     if missing:
         raise SenetError(f"unpack: no copy layout for {missing[0]}; was this made by pack()?")
-    return [
-        {key: slicers[key](t, k).detach().clone() for key, t in state.items()}
-        for k in range(packed.copies)
-    ]
+    out: list[dict[str, Tensor]] = [{} for _ in range(packed.copies)]
+    for key, tensor in state.items():
+        leaf, name = layouts[key]
+        for k in range(packed.copies):
+            part = leaf.copy_slice(name, tensor, k)
+            if part is not None:
+                out[k][key] = part.detach().clone()
+    return out
 
 
-def _param_names(packed: PackedModel) -> list[str]:
-    # The plain model's parameters() order is the same: the body is a deep copy whose
-    # leaves register weight before bias, as the originals do.
-    return [name for name, _ in packed.body.named_parameters()]
+def copy_param_counts(packed: PackedModel) -> list[int]:
+    """Each copy's own number of parameters (what its plain model has; the padding and
+    the masked biases of a pack are not counted)."""
+    counts = [0] * packed.copies
+    for key, p in packed.body.named_parameters():
+        for k, part in enumerate(unpack_tensor(packed, key, p)):
+            counts[k] += 0 if part is None else part.numel()
+    return counts
+
+
+def _copy_param_names(packed: PackedModel) -> list[list[str]]:
+    """Per copy, its parameters' names in the order the plain model's ``parameters()``
+    yields them: the body is a deep copy whose leaves register weight before bias, as the
+    originals do, and a copy lacks only the entries it does not have."""
+    names = [name for name, _ in packed.body.named_parameters()]
+    layouts = _layouts(packed)
+    per_copy: list[list[str]] = [[] for _ in range(packed.copies)]
+    for name in names:
+        leaf, key = layouts[name]
+        for k in range(packed.copies):
+            if not isinstance(leaf, PaddedSEConv) or key != "bias" or leaf.has_bias[k]:
+                per_copy[k].append(name)
+    return per_copy
 
 
 def unpack_optimizer_state(packed: PackedModel, optimizer: torch.optim.Optimizer
@@ -298,8 +404,8 @@ def unpack_optimizer_state(packed: PackedModel, optimizer: torch.optim.Optimizer
     learning rate is written as a float (this reads it from the device: call it at
     checkpoint time, not inside the step).
     """
-    names = _param_names(packed)
-    slicers = _slicers(packed)
+    names = [name for name, _ in packed.body.named_parameters()]
+    layouts = _layouts(packed)
     full = optimizer.state_dict()
     if len(full["param_groups"]) != 1 or len(full["param_groups"][0]["params"]) != len(names):
         raise SenetError("unpack_optimizer_state: build the optimizer over packed.parameters() "
@@ -308,41 +414,52 @@ def unpack_optimizer_state(packed: PackedModel, optimizer: torch.optim.Optimizer
              for key, v in full["param_groups"][0].items()}
     ids = group["params"]
     out = []
-    for k in range(packed.copies):
+    for k, own in enumerate(_copy_param_names(packed)):
         state = {}
-        for i, pid in enumerate(ids):
-            if pid in full["state"]:
-                slicer = slicers[names[i]]
-                state[pid] = {key: (slicer(v, k).detach().clone()
-                                    if isinstance(v, Tensor) and v.dim() > 0 else v)
-                              for key, v in full["state"][pid].items()}
-        out.append({"state": state, "param_groups": [dict(group)]})
+        for j, name in enumerate(own):
+            pid = ids[names.index(name)]
+            if pid not in full["state"]:
+                continue
+            leaf, key = layouts[name]
+            state[j] = {key2: (leaf.copy_slice(key, v, k).detach().clone()
+                               if isinstance(v, Tensor) and v.dim() > 0 else v)
+                        for key2, v in full["state"][pid].items()}
+        out.append({"state": state, "param_groups": [{**group, "params": list(range(len(own)))}]})
     return out
 
 
 def pack_optimizer_state(packed: PackedModel, optimizer: torch.optim.Optimizer,
                          states: Sequence[dict[str, Any]]) -> None:
     """Load K per-copy optimizer states (as ``unpack_optimizer_state`` makes them) into
-    ``optimizer`` (built over ``packed.parameters()``), keeping its own hyperparameters."""
+    ``optimizer`` (built over ``packed.parameters()``), keeping its own hyperparameters.
+    A copy without an entry (no SE bias) gets zeros there, as its padding has."""
     if len(states) != packed.copies:
         raise SenetError(f"pack_optimizer_state: {len(states)} states for {packed.copies} copies")
-    params = list(packed.body.parameters())
-    per_param = [s["state"] for s in states]
-    ids = states[0]["param_groups"][0]["params"]
-    for i, pid in enumerate(ids):
-        entries = [s.get(pid) for s in per_param]
-        if any(e is None for e in entries):
-            continue
-        merged = {}
-        for key, v0 in entries[0].items():
-            if isinstance(v0, Tensor) and v0.dim() > 0:
-                parts = [e[key] for e in entries]
-                stacked = torch.stack(parts) if params[i].dim() == parts[0].dim() + 1 \
-                    else torch.cat(parts)
-                merged[key] = stacked.to(params[i].device, params[i].dtype)
-            else:
-                merged[key] = v0
-        optimizer.state[params[i]] = merged
+    named = list(packed.body.named_parameters())
+    layouts = _layouts(packed)
+    own = _copy_param_names(packed)
+    for name, param in named:
+        leaf, key = layouts[name]
+        entries = []
+        for k, state in enumerate(states):
+            if name not in own[k]:
+                entries.append(None)
+                continue
+            pid = state["param_groups"][0]["params"][own[k].index(name)]
+            entry = state["state"].get(pid)
+            if entry is None:
+                break  # a parameter without state yet (no step taken): leave it so
+            entries.append(entry)
+        else:
+            present = [e for e in entries if e is not None]
+            merged = {}
+            for key2, v0 in present[0].items():
+                if isinstance(v0, Tensor) and v0.dim() > 0:
+                    parts = [None if e is None else e[key2] for e in entries]
+                    merged[key2] = leaf.join(key, parts).to(param.device, param.dtype)
+                else:
+                    merged[key2] = v0
+            optimizer.state[param] = merged
 
 
 def pack_inputs(xs: Sequence[Tensor]) -> Tensor:

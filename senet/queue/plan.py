@@ -56,6 +56,16 @@ class GridPlan:
     keys: list[str]
 
 
+@dataclass(frozen=True)
+class Packing:
+    """Trainings costed in packs (senet.engine.pack_rules): up to ``size`` per pack, and
+    a pack of n runs at ``min(n, gain)`` times one training's img/s: the assumption
+    that ``senet plan --pack-gain`` states, until a packed rate is measured."""
+
+    size: int
+    gain: float
+
+
 @dataclass
 class Plan:
     grids: list[GridPlan]
@@ -63,6 +73,7 @@ class Plan:
     throughput: dict[str, Throughput]  # by model
     images: dict[str, tuple[int, int]]  # (train, val) images per epoch, by key
     device: str
+    packing: Packing | None = None
 
     def counts(self, keys: Iterable[str] | None = None) -> dict[str, int]:
         keys = list(self.trainings) if keys is None else list(dict.fromkeys(keys))
@@ -81,18 +92,30 @@ class Plan:
         return t.resolved["epochs"] * (train + EVAL_COST * val) / rate / 3600
 
     def hours_left(self, keys: Iterable[str] | None = None) -> tuple[float, int]:
-        """(device-hours of the trainings still to run, how many of them lack a figure)."""
+        """(device-hours of the trainings still to run, how many of them lack a figure);
+        in packs when ``packing`` is set."""
         keys = list(self.trainings) if keys is None else list(dict.fromkeys(keys))
+        todo = [k for k in keys if self.trainings[k].state not in ("done", "running")]
         total, unknown = 0.0, 0
-        for key in keys:
-            if self.trainings[key].state in ("done", "running"):
+        for group in self.packs(todo):
+            hours = [self.hours(k) for k in group]
+            if None in hours:
+                unknown += len(group)
                 continue
-            h = self.hours(key)
-            if h is None:
-                unknown += 1
-            else:
-                total += h
+            # A pack takes as long as its slowest member would at the pack's rate.
+            gain = min(len(group), self.packing.gain) if self.packing else 1.0
+            total += max(hours) * len(group) / gain
         return total, unknown
+
+    def packs(self, keys: list[str]) -> list[list[str]]:
+        """``keys`` as the packs they would train in (one per training without packing)."""
+        if self.packing is None or self.packing.size == 1:
+            return [[k] for k in keys]
+        from senet.engine.pack_rules import key_of_resolved, pack_groups
+
+        pack_keys = [key_of_resolved(self.trainings[k].resolved, self.trainings[k].seed, {}, k)
+                     for k in keys]
+        return [[keys[i] for i in g] for g in pack_groups(pack_keys, self.packing.size)]
 
     def summary_line(self) -> str:
         c = self.counts()
@@ -103,6 +126,12 @@ class Plan:
                 f"failed; {todo} to train ≈ {hours:.1f} device-hours on {self.device}")
         if unknown:
             line += f" (+{unknown} without a throughput figure)"
+        if self.packing is not None:
+            todo_keys = [k for k, t in self.trainings.items()
+                         if t.state not in ("done", "running")]
+            line += (f", in {len(self.packs(todo_keys))} packs of up to {self.packing.size} "
+                     f"(assumed: a pack of n trains at min(n, {self.packing.gain:g}) x one "
+                     "training's img/s)")
         return line
 
     def to_json(self) -> dict[str, Any]:
@@ -138,8 +167,10 @@ class Plan:
 
 def make_plan(grids: list[Any], *, storage_url: str | None = None,
               tracking_uri: str | None = None, device: str = "NVIDIA H200",
-              data_root: str | None = None, seeds: list[int] | None = None) -> Plan:
-    """Expand ``grids`` (senet.settings.grid.Grid objects) into unique trainings and cost them."""
+              data_root: str | None = None, seeds: list[int] | None = None,
+              packing: Packing | None = None) -> Plan:
+    """Expand ``grids`` (senet.settings.grid.Grid objects) into unique trainings and cost
+    them (in packs, with ``packing``)."""
     trainings: dict[str, Training] = {}
     resolved_cache: dict[str, dict[str, Any]] = {}
     grid_plans = []
@@ -169,7 +200,7 @@ def make_plan(grids: list[Any], *, storage_url: str | None = None,
         images[key] = sizes[where]
     models = {t.model: t.resolved["batch_size"] for t in trainings.values()}
     throughput = measured_throughput(models, tracking_uri, device)
-    return Plan(grid_plans, trainings, throughput, images, device)
+    return Plan(grid_plans, trainings, throughput, images, device, packing)
 
 
 # ---------------------------------------------------------------------------

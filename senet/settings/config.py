@@ -49,6 +49,7 @@ class TrainConfig:
     resume: bool = _set_by("workers always resume a point from its checkpoint", False)
     compile: bool | None = None  # None: on for ImageNet-size input on CUDA, else off
     cuda_graphs: bool = True  # CUDA graphs where they apply (CUDA, in-memory data)
+    fused_se: bool = False  # regional torch.compile of the SE blocks (senet.models.fused_se)
     amp: bool | None = None  # None: bf16 autocast on CUDA, off on CPU
     workers: int = 4
     tags: dict[str, str] = _internal(default_factory=dict)

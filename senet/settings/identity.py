@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 # How a training runs, not what it trains: these never change the key.
-EXECUTION_ONLY = ("compile", "workers")
+EXECUTION_ONLY = ("compile", "workers", "fused_se")
 KEY_LENGTH = 16
 
 
