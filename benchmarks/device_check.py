@@ -13,7 +13,8 @@ interpreter is reported and the others still run:
 3. the same grid with ``--pack`` and ``--per-gpu`` given explicitly, both ways;
 4. ``senet train`` on an ImageNet-layout folder, streaming (GPU JPEG decode on CUDA), for
    a few hundred steps;
-5. the headline rows of ``benchmarks/bench_gpu.py``;
+5. the headline rows of ``benchmarks/bench_gpu.py``: eager, CUDA graphs, packed seeds,
+   compiled, a packed grid of points, and the fused SE paths;
 6. the ImageNet loader's rate (``benchmarks/bench_data.py``).
 
 The report (``--report``, default ``results/gpu/device-check-<device>.md``) has one row per
@@ -55,9 +56,16 @@ class Step:
     tail: str = ""
 
 
+DEADLINE = [float("inf")]  # the whole check's end (monotonic seconds), set by main()
+
+
 def run(cmd: list[str], cap: float, cwd: Path, env: dict[str, str]) -> tuple[int, str, float]:
-    """Run ``cmd`` with a time cap; (exit code, output, seconds). 124 means the cap ran out."""
+    """Run ``cmd`` with a time cap, never past the check's deadline; (exit code, output,
+    seconds). 124 means the cap ran out."""
     t0 = time.monotonic()
+    cap = min(cap, DEADLINE[0] - t0)
+    if cap < 5:
+        return 124, "(no time left in the check's budget)", 0.0
     try:
         done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=cap)
@@ -188,7 +196,10 @@ def main() -> int:
     ap.add_argument("--data", type=Path, help="folder with cifar10-jpeg/ and imagenet-sample/")
     ap.add_argument("--report", type=Path, help="markdown report (default results/gpu/...)")
     ap.add_argument("--only", help="comma list of step numbers to run (default: all)")
+    ap.add_argument("--budget", type=float, help="seconds for the whole check (default 345 on "
+                    "a GPU, so it ends within 6 minutes with its set-up; 900 with --cpu)")
     args = ap.parse_args()
+    DEADLINE[0] = time.monotonic() + (args.budget or (900 if args.cpu else 345))
     import torch
 
     if not args.cpu and not torch.cuda.is_available():
@@ -256,9 +267,9 @@ def main() -> int:
     if wanted(5):
         cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py")]
         cmd += ["--device", "cpu", "--quick", "--models", "resnet20,se_resnet20",
-                "--paths", "eager,packed"] if args.cpu else [
-            "--models", "resnet110,se_resnet110,resnet50,se_resnet50",
-            "--paths", "eager,graphs,packed,compiled", "--no-timm"]
+                "--paths", "eager,packed,packed-grid"] if args.cpu else [
+            "--models", "resnet110,se_resnet110,resnet50,se_resnet50", "--no-timm",
+            "--paths", "eager,graphs,packed,compiled,packed-grid,fused-se,fused-block"]
         code, out, secs = run(cmd, 120 if args.cpu else 150, ROOT, env)
         table = [line for line in out.splitlines() if line.startswith("|")]
         steps.append(Step("5 bench_gpu headline rows", code == 0 and bool(table), secs,

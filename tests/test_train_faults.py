@@ -143,7 +143,7 @@ def test_a_kill_before_the_first_checkpoint_is_continued_in_the_same_run(tmp_pat
             "--tracking-uri", tracking_uri]
     # SIGKILLed in its own process as its first epoch begins: the MLflow run is open and
     # recorded beside the checkpoint-to-be, no checkpoint exists yet.
-    assert fork_cli(args, kill_self_at="senet.engine.train._train_epoch") == -signal.SIGKILL
+    assert fork_cli(args, kill_self_at="senet.engine.train.train_epoch") == -signal.SIGKILL
     assert not (out / "checkpoint.pt").exists()
     first = json.loads((out / "run.json").read_text())["run_id"]
     assert [r.info.status for r in _runs(tracking_uri)] == ["RUNNING"]

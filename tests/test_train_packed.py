@@ -121,7 +121,7 @@ def test_pack_refuses_points_whose_settings_differ(tmp_path):
     with pytest.raises(SenetError, match="differ in lr") as err:
         check_packable([_cfg(tmp_path, 0, "x"), _cfg(tmp_path, 1, "x", lr=0.5)])
     assert "\n" not in str(err.value)
-    with pytest.raises(SenetError, match="seeds"):
+    with pytest.raises(SenetError, match="the same training"):
         check_packable([_cfg(tmp_path, 0, "x"), _cfg(tmp_path, 0, "y")])
 
 
@@ -196,3 +196,32 @@ def test_a_non_finite_copy_fails_alone_and_the_others_finish(tmp_path, tracking_
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert client.get_run(good["mlflow_run_id"]).info.status == "FINISHED"
     assert client.get_run(failed["mlflow_run_id"]).info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_points_of_a_grid_packed_together_match_each_trained_alone(tmp_path, tracking_uri):
+    """Two points that differ in r and the gate, one packed model: each copy ends where it
+    would alone, and its summary and MLflow run count its own parameters."""
+    options = [{"reduction": 4}, {"reduction": 16, "gate": "tanh"}]
+
+    def cfg(k: int, folder: str) -> TrainConfig:
+        return _cfg(tmp_path, 0, folder, model="se_resnet20", epochs=1, subset=100,
+                    model_options=dict(options[k]), out=str(tmp_path / folder / f"p{k}"),
+                    tags={"senet.seed": "0", "senet.point": f"p{k}"})
+
+    alone = [run_training(cfg(k, "alone")) for k in range(2)]
+    packed = train_copies([cfg(k, "packed") for k in range(2)])
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for k in range(2):
+        assert isinstance(packed[k], dict), packed[k]
+        assert packed[k]["params"] == alone[k]["params"]
+        a = torch.load(tmp_path / "alone" / f"p{k}" / "checkpoint.pt", weights_only=False)
+        b = torch.load(tmp_path / "packed" / f"p{k}" / "checkpoint.pt", weights_only=False)
+        assert a["model"].keys() == b["model"].keys()
+        worst = max((b["model"][n].double() - v.double()).abs().max().item()
+                    for n, v in a["model"].items() if v.is_floating_point() and "running" not in n)
+        assert worst < WEIGHT_ATOL, (k, worst)
+        run = client.get_run(packed[k]["mlflow_run_id"])
+        assert run.data.params["reduction"] == str(options[k]["reduction"])
+        assert run.data.metrics["params"] == alone[k]["params"]
+    assert packed[0]["params"] > packed[1]["params"]  # r = 4 has the wider SE

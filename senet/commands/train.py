@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default: on for ImageNet-size input on "
                         "CUDA, off otherwise; --no-compile opts out)")
+    p.add_argument("--fused-se", action="store_true",
+                   help="compile each SE block on its own (regional torch.compile), for a "
+                        "cheaper SE on CUDA; the eager block stays the reference")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                    help="run the step eagerly; by default it is captured once as a CUDA "
                         "graph and replayed, on CUDA with in-memory data")
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         subset=args.subset, seed=args.seed, device=args.device, data_root=args.data_root,
         out=args.out, tracking_uri=args.tracking_uri, experiment=args.experiment,
         resume=args.resume, compile=args.compile, cuda_graphs=args.cuda_graphs,
+        fused_se=args.fused_se,
         amp={"auto": None, "on": True, "off": False}[args.amp], workers=args.workers,
     )
     out = Path(cfg.out) if cfg.out else default_out(cfg)

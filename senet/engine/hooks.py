@@ -27,7 +27,7 @@ FINAL_METRICS = ("final_val_top1_err", "final_val_top5_err", "best_val_top1_err"
                  "best_val_top5_err")
 # Params that may change between a run and its resume (another machine, another path).
 EXECUTION_PARAMS = frozenset({"compile", "amp_bf16", "world_size", "step_path", "pack_size",
-                              "path"})
+                              "path", "fused_se"})
 # A cross-entropy that still learns stays within a few units of ln(classes) (2.3 for 10,
 # 6.9 for 1000). Above this the logits are of order 1e4: the weights have blown up, even
 # where float64 sums keep the number finite (`--lr 1e6` gives losses near 1e26).
@@ -91,9 +91,9 @@ def params_of(cfg: Any, settings: Any) -> dict[str, Any]:
 
 def run_params(c: Any, run: Any, pack_size: int) -> dict[str, Any]:
     """Every param of a copy's run: its settings, how it ran, its model's options."""
-    return {**params_of(c.cfg, run.settings), "amp_bf16": run.amp_dtype is not None,
+    return {**params_of(c.cfg, c.settings or run.settings), "amp_bf16": run.amp_dtype is not None,
             "compile": run.compiled, "step_path": "cuda-graphs" if run.graphs else "eager",
-            "world_size": run.world, "pack_size": pack_size,
+            "world_size": run.world, "pack_size": pack_size, "fused_se": c.cfg.fused_se,
             "path": "packed" if pack_size > 1 else "alone", **c.model.senet_options}
 
 
@@ -106,7 +106,7 @@ def summarise(c: Any, run: Any) -> dict[str, Any]:
         "final_val_top1_err": last["val_top1_err"], "final_val_top5_err": last["val_top5_err"],
         "best_val_top1_err": best["val_top1_err"], "best_val_top5_err": best["val_top5_err"],
         "best_epoch": best["epoch"], "epochs_done": c.state["epoch"],
-        "epochs": run.settings.epochs, "params": run.counts.params, "gmacs": run.counts.gmacs,
+        "epochs": run.settings.epochs, "params": c.counts.params, "gmacs": c.counts.gmacs,
         "wall_time_s": c.state["wall"], "mlflow_run_id": c.state["run_id"], "status": "FINISHED",
     }
 
@@ -167,7 +167,7 @@ class CheckpointHook(Hook):
     def start(self, c: Any, run: Any, pack_size: int) -> None:
         c.guard()
         check_same_settings(c.out, run_params(c, run, pack_size), c.cfg.resume, {
-            "config": c.cfg.to_dict(), "gmacs": run.counts.gmacs, "params": run.counts.params,
+            "config": c.cfg.to_dict(), "gmacs": c.counts.gmacs, "params": c.counts.params,
             **({"packed_with": pack_size} if pack_size > 1 else {})})
         if c.state["run_id"] is None and c.cfg.resume:
             c.state["run_id"] = recorded_run_id(c.out)  # killed before its first checkpoint
@@ -227,8 +227,8 @@ class RecordHook(Hook):
             rec.log_dataset(c.data.name, c.data.source, c.data.digest, "training")
         else:
             rec.log_missing_epochs(c.state["history"], "val_top1_err")
-        counts = run.counts
-        packed = f", packed with {pack_size - 1} other seed(s)" if pack_size > 1 else ""
+        counts = c.counts
+        packed = f", packed with {pack_size - 1} other(s)" if pack_size > 1 else ""
         run.say(c.index, f"{c.cfg.model} on {c.data.name}: {counts.params / 1e6:.2f}M params, "
                          f"{counts.gmacs:.3f} GMACs, {c.data.train_len} train / "
                          f"{c.data.val_len} val images, {run.settings.epochs} epochs of "

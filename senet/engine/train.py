@@ -60,8 +60,6 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 # How often (in steps) the loop reads the loss to catch a divergence early; each read is
 # a device sync, and the end of every epoch checks anyway.
 CHECK_EVERY = 50
-# Settings that may differ between the copies of one pack: everything else must match.
-PER_COPY_FIELDS = ("seed", "out", "tags", "run_name", "resume", "parent_run_id")
 
 
 @dataclass
@@ -84,6 +82,8 @@ class Copy:
     owns: Callable[[], bool] = lambda: True
     recorder: Any = None
     outcome: Outcome | None = None
+    counts: Any = None  # its own parameters and multiply-adds, not the pack's
+    settings: RunSettings | None = None  # its own resolved settings (its model options)
 
     @property
     def ckpt(self) -> Path:
@@ -112,28 +112,13 @@ def pick_device(name: str) -> torch.device:
 
 
 def check_packable(cfgs: Sequence[TrainConfig]) -> None:
-    """Refuse to train together configs that are not seeds of one grid point (one line)."""
-    first = cfgs[0].to_dict()
-    for cfg in cfgs[1:]:
-        other = cfg.to_dict()
-        for key in sorted(set(first) | set(other)):
-            if key not in PER_COPY_FIELDS and first.get(key) != other.get(key):
-                raise SenetError(
-                    f"--pack: the trainings differ in {key} ({first.get(key)!r} vs "
-                    f"{other.get(key)!r}); pack only seeds of one grid point")
-    seeds = [c.seed for c in cfgs]
-    if len(set(seeds)) != len(seeds):
-        raise SenetError(f"--pack: seeds {seeds} repeat; each copy needs its own seed")
-    outs = [str(c.out) for c in cfgs]
-    if len(cfgs) > 1 and (None in (c.out for c in cfgs) or len(set(outs)) != len(outs)):
-        raise SenetError("--pack: every copy needs its own --out folder")
+    """Refuse to train together configs that cannot share one packed model (one line):
+    only the seed and the shape-keeping SE options may differ
+    (``senet.engine.pack_rules``)."""
+    from senet.engine.pack_rules import why_not_one_pack
 
-
-def why_not_packed(settings: RunSettings) -> str | None:
-    """Why seeds of a point with these settings must train one by one, or None."""
-    if settings.schedule_kind == "plateau":
-        return "its preset uses the plateau schedule (the rate follows each seed's own loss)"
-    return None
+    if len(cfgs) > 1 and (why := why_not_one_pack(cfgs)) is not None:
+        raise SenetError(f"--pack: {why}")
 
 
 def _distributed() -> tuple[int, int]:
@@ -221,7 +206,6 @@ class Run:
     rank: int
     world: int
     steps: int
-    counts: Any
     graphs: bool
     compiled: bool
     amp_dtype: torch.dtype | None
@@ -254,9 +238,9 @@ def _set_up(cfgs: list[TrainConfig], log: Callable[[int, str], None] | None,
         raise SenetError("--pack: packed trainings run in one process; not under torchrun")
     check_packable(cfgs)
     first = cfgs[0]
-    settings = resolve_run(first)
-    if len(cfgs) > 1 and (why := why_not_packed(settings)):
-        raise SenetError(f"--pack: preset {first.preset}: {why}; train its seeds without --pack")
+    # The copies share every setting but their packable model options (check_packable).
+    own = [resolve_run(c) for c in cfgs]
+    settings = own[0]
     device = pick_device(first.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -266,7 +250,7 @@ def _set_up(cfgs: list[TrainConfig], log: Callable[[int, str], None] | None,
         if (out / "checkpoint.pt").exists() and not cfg.resume:
             raise SenetError(f"{out / 'checkpoint.pt'} exists: add --resume to continue "
                              "that run, or give another --out")
-        check_same_settings(out, params_of(cfg, settings), cfg.resume, None)
+        check_same_settings(out, params_of(cfg, resolve_run(cfg)), cfg.resume, None)
     # A mistyped dataset is refused before the tracking store is touched (a new store
     # would be created for nothing), and before any image is read or any folder made.
     _check_num_classes(check_dataset(first.dataset, first.data_root), settings, first.dataset)
@@ -288,7 +272,7 @@ def _set_up(cfgs: list[TrainConfig], log: Callable[[int, str], None] | None,
     use_amp = first.amp if first.amp is not None else device.type == "cuda"
     say = log or (lambda k, msg: print(msg if len(cfgs) == 1 else f"[seed {cfgs[k].seed}] {msg}",
                                        flush=True))
-    run = Run(settings, device, rank, world, steps, None, graphs, compiled,
+    run = Run(settings, device, rank, world, steps, graphs, compiled,
               torch.bfloat16 if use_amp else None,
               say if rank == 0 else (lambda k, msg: None))
 
@@ -296,9 +280,8 @@ def _set_up(cfgs: list[TrainConfig], log: Callable[[int, str], None] | None,
     for k, (cfg, out) in enumerate(zip(cfgs, outs, strict=True)):
         data = base if k == 0 else _data_for_seed(base, cfg, device, settings.batch_size)
         torch.manual_seed(cfg.seed)  # the same initial weights for the same seed
-        model = build(cfg.model, **{**settings.model_options, "num_classes": base.num_classes})
-        if run.counts is None:
-            run.counts = count(model, base.image_size)
+        model = build(cfg.model, **{**own[k].model_options, "num_classes": base.num_classes})
+        counts = count(model, base.image_size)
         model = model.to(device, memory_format=torch.channels_last)
         # A lone copy trains its own optimizer; a pack's copies hold plain ones that the
         # packed optimizer is unpacked into for each checkpoint.
@@ -309,7 +292,7 @@ def _set_up(cfgs: list[TrainConfig], log: Callable[[int, str], None] | None,
                                         settings.warmup)
         c = Copy(k, cfg, out, data, model, optimizer, schedule,
                  {"epoch": 0, "history": [], "run_id": None, "wall": 0.0},
-                 on_epoch=on_epoch[k], owns=owns[k])
+                 on_epoch=on_epoch[k], owns=owns[k], counts=counts, settings=own[k])
         if c.ckpt.exists():
             c.state = checkpoint.restore_training(c.ckpt, device, model=model,
                                                      optimizer=optimizer, schedule=schedule)
@@ -344,6 +327,10 @@ class Pack:
             if any(c.optimizer.state for c in live):
                 pack_optimizer_state(module, optimizer, [c.optimizer.state_dict() for c in live])
         self.module, self.optimizer = module, optimizer
+        if live[0].cfg.fused_se and se_blocks_of(module):
+            from senet.models.fused_se import fuse_se
+
+            fuse_se(module)  # regional compile of the SE blocks, inside the captured step
         trained: nn.Module = module
         if run.world > 1:
             trained = nn.parallel.DistributedDataParallel(module)
@@ -381,6 +368,13 @@ class Pack:
             c.optimizer.load_state_dict(opt_state)
             for g in c.optimizer.param_groups:  # keep the plain optimizer's float lr
                 g["lr"] = float(g["lr"])
+
+
+def se_blocks_of(module: nn.Module) -> bool:
+    """Whether ``module`` (a plain or packed model) has SE blocks."""
+    from senet.models.fused_se import is_se_block
+
+    return any(is_se_block(m) for m in module.modules())
 
 
 def train_epoch(pack: Pack, epoch: int, should_stop: Callable[[], bool] | None

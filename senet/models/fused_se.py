@@ -36,14 +36,14 @@ REGIONS = ("se", "block")
 _FUSED = "_senet_fused_se"
 
 
-def _se_like(module: nn.Module) -> bool:
+def is_se_block(module: nn.Module) -> bool:
     # The plain block and the packed one (senet.engine.packed_se) have the same methods.
     return hasattr(module, "excitation") and hasattr(module, "scale_add")
 
 
 def _regions(model: nn.Module, region: str) -> list[nn.Module]:
     if region == "se":
-        return [m for m in model.modules() if _se_like(m)]
+        return [m for m in model.modules() if is_se_block(m)]
     return [m for m in model.modules() if getattr(m, "se", None) is not None
             and hasattr(m, "placement")]
 
@@ -83,5 +83,5 @@ def fused_region(model: nn.Module) -> str | None:
 
 
 def _width(module: nn.Module) -> int:
-    se = module if _se_like(module) else module.se
+    se = module if is_se_block(module) else module.se
     return int(se.fc1.weight.shape[0])

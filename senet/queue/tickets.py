@@ -360,26 +360,21 @@ class GridQueue:
         return won
 
     def claim(self, grace: float, k: int = 1, *,
-              alone: Callable[[Ticket], str | None] | None = None,
+              joins: Callable[[list[Ticket], Ticket], bool] | None = None,
               log: Callable[[str], None] | None = None) -> list[Ticket]:
         """Claim the next ticket to train and, with ``k`` > 1, up to ``k`` - 1 more WAITING
-        tickets of the same point and settings (its other seeds), each settled as its own
-        claim. ``alone(ticket)`` may say why the first ticket's point must train alone.
-        Returns the claimed tickets, [] when nothing here can be claimed; a ticket that
-        loses its settlement is closed, and ``log`` hears why."""
+        tickets that ``joins(claimed, ticket)`` lets train beside the claimed ones (seeds of
+        the point, or other points that can share one packed model), each settled as its
+        own claim. Returns the claimed tickets, [] when nothing here can be claimed; a
+        ticket that loses its settlement is closed, and ``log`` hears why."""
         first = next((t for t in self.waiting() if self._claim_one(t, grace, log)), None)
         if first is None:
             return []
         mine = [first]
-        why = alone(first) if k > 1 and alone is not None else None
-        if why is not None and log is not None:
-            log(f"{self.name}: {first.label!r} trains alone: {why}")
-        for ticket in self.waiting() if k > 1 and why is None else []:
+        for ticket in self.waiting() if k > 1 and joins is not None else []:
             if len(mine) >= k:
                 break
-            if (ticket.point == first.point and ticket.settings == first.settings
-                    and ticket.seed not in {t.seed for t in mine}
-                    and self._claim_one(ticket, grace, log)):
+            if joins(mine, ticket) and self._claim_one(ticket, grace, log):
                 mine.append(ticket)
         return mine
 

@@ -221,17 +221,30 @@ class Worker:
         k = 1 if self.train_fn is not None else self.cfg.pack  # a test's train_fn trains one
         for queue in queues:
             searches.refill(queue)  # a search asks its sampler for the next trial here
-            tickets = queue.claim(self.cfg.grace_s, k, alone=self._why_alone, log=self.say)
+            tickets = queue.claim(self.cfg.grace_s, k, joins=self._joins(queue), log=self.say)
             if tickets:
                 return queue, tickets
         return None
 
-    def _why_alone(self, ticket: q.Ticket) -> str | None:
-        from senet.engine.train import why_not_packed
-        from senet.settings.config import TrainConfig, split_settings
-        from senet.settings.resolve import resolve_run
+    def _joins(self, queue: q.GridQueue) -> Callable[[list[q.Ticket], q.Ticket], bool]:
+        """Whether a waiting ticket may train in one packed model with the claimed ones:
+        the same architecture, data and protocol, differing only in seed and the SE
+        options that keep every tensor's shape (senet.engine.pack_rules)."""
+        from senet.engine.pack_rules import key_of_config, refusal
 
-        return why_not_packed(resolve_run(TrainConfig(**split_settings(ticket.settings))))
+        attrs = queue.attrs()
+        keys: dict[int, Any] = {}
+
+        def key(ticket: q.Ticket) -> Any:
+            if ticket.trial_id not in keys:
+                keys[ticket.trial_id] = key_of_config(self.train_config(queue, ticket, attrs),
+                                                      f"{ticket.label!r} seed {ticket.seed}")
+            return keys[ticket.trial_id]
+
+        def joins(mine: list[q.Ticket], ticket: q.Ticket) -> bool:
+            return refusal([key(t) for t in (*mine, ticket)]) is None
+
+        return joins
 
     # -- one training, or K seeds of one point packed
 
@@ -275,9 +288,9 @@ class Worker:
         on_epoch = [searches.training_hooks(queue, t, cfg).get("on_epoch")
                     for t, cfg in zip(tickets, cfgs, strict=True)]
         seeds = ", ".join(str(t.seed) for t in tickets)
-        first = tickets[0]
         if len(tickets) > 1:
-            self.say(f"{queue.name}: training {first.label!r} seeds {seeds} packed (tickets "
+            points = ", ".join(f"{t.label!r} s{t.seed}" for t in tickets)
+            self.say(f"{queue.name}: training {points} packed (tickets "
                      f"{', '.join('#' + str(t.number) for t in tickets)})")
         claims = []
         for t, cfg in zip(tickets, cfgs, strict=True):
