@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
             raise SenetError("give grids or --npz files, not both")
         return _from_npz(args)
-    from senet.commands.tables import dashboard_line, open_grids
+    from senet.commands.tables import never_run, open_grids, results_view
 
     opened = open_grids(args.tracking_uri, args.grids, "draw")
     if opened is None:
@@ -93,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
         n_channels=args.channels,
         channel_seed=args.channel_seed,
     )
-    for item in gather(client, names):
+    items = gather(client, names)
+    if args.grids:
+        never_run(items, client.tracking_uri, "draw")
+    for item in items:
         table = build_table(item.spec, item.runs, book, metric=args.metric)
         report = grid_figures(client, table, args.out, options)
         print(f"{item.spec.name}: {len(report.written)} files")
@@ -101,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path}")
         for line in report.skipped:
             print(f"  skipped: {line}")
-        link = dashboard_line(client, args.tracking_uri, item.spec.name)
-        if link:
-            print(link)
+        for line in results_view(client, args.tracking_uri, item.spec.name, table.shows_top5):
+            print(line)
     return 0
