@@ -254,3 +254,16 @@ def test_the_view_shows_top5_only_where_it_says_something():
     assert view_lines("http://mlflow.lab:5000", "7") == [
         "  results view: http://mlflow.lab:5000/#/experiments/7/runs?viewStateShareKey="
         "senet-results&compareRunsMode=TABLE&workflowType=machine_learning"]
+
+
+def test_work_ends_with_the_view_of_what_it_worked(tmp_path, monkeypatch, capsys, tracking_uri):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # restored after the test
+    grid = str(_grid(tmp_path, "builtin"))
+    stores = ["--storage", "q.journal", "--tracking-uri", tracking_uri]
+    assert main(["queue", grid, *stores]) == 0
+    queued = capsys.readouterr().out.splitlines()
+    assert main(["work", *stores, "--devices", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    view = [line for line in queued if "results view" in line or "viewStateShareKey" in line]
+    assert len(view) == 2 and out[-3:] == ["tiny:", *view]

@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma list of classes for the excitation figures (wnids or names, "
                         "as in `senet excitation`); default: Fig. 6's goldfish, pug, airliner "
                         "and cliff, and Fig. 7's goldfish and plane (taken as airliner, an "
-                        "assumption) where present, else the first classes")
+                        "assumption) where present, else classes spread evenly over the "
+                        "class list (built-in data: warm and cool)")
     p.add_argument("--excitation-seed", type=int, metavar="SEED",
                    help="use this seed's run for the excitation figures "
                         "(default: each variant's lowest finished seed with excitation stats)")
