@@ -67,8 +67,9 @@ def choose_classes(
     preferred: Sequence[str] = tuple(PAPER_CLASSES),
 ) -> list[str]:
     """The classes to plot: ``wanted`` (wnids or readable names) if given; else the
-    ``preferred`` classes (the paper's) that have images, topped up with the first other
-    classes that do."""
+    ``preferred`` classes (the paper's) that have images, topped up with others spread
+    evenly over the class list (not its first few: the built-in data lists its five warm
+    classes before its five cool ones, and the first four would all be warm)."""
     lookup = {c: c for c in stats.classes}
     lookup.update({display_name(c): c for c in stats.classes})
     if wanted:
@@ -83,6 +84,7 @@ def choose_classes(
         if first is not None
         else set(stats.classes)
     )
-    chosen = [c for c in preferred if c in seen]
-    chosen += [c for c in stats.classes if c in seen and c not in chosen]
-    return chosen[:k]
+    chosen = [c for c in preferred if c in seen][:k]
+    others = [c for c in stats.classes if c in seen and c not in chosen]
+    need = min(k - len(chosen), len(others))
+    return chosen + [others[i * len(others) // need] for i in range(need)]

@@ -25,7 +25,7 @@ class QueueReader:
         if storage_url is None and not Path(DEFAULT_STORAGE).is_file():
             self.storage = None
         else:
-            self.storage = open_storage(url)
+            self.storage = open_storage(url, create=False)  # a mistyped --storage: one line
 
     def for_grid(self, grid: str) -> tuple[QueueStatus | None, str]:
         """The lookup for ``grid`` and, when there is none, why (for the table's notes)."""

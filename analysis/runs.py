@@ -21,14 +21,21 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from senet.errors import SenetError, one_line
+from senet.errors import SenetError, first_sentence
+from senet.queue.storage import redact
 from senet.tracking.store import A_GRID as TAG_GRID
 from senet.tracking.store import T_KEY as TAG_KEY
 from senet.tracking.store import T_LABEL as TAG_LABEL
 from senet.tracking.store import T_POINT as TAG_POINT
 from senet.tracking.store import T_SEED as TAG_SEED
 from senet.tracking.store import TAG_FAIL_REASON as TAG_FAIL
-from senet.tracking.store import absolute_tracking_uri, prepare_env, resolve_uri, tag_filter
+from senet.tracking.store import (
+    absolute_tracking_uri,
+    check_tracking,
+    prepare_env,
+    resolve_uri,
+    tag_filter,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -54,8 +61,15 @@ def open_client(tracking_uri: str | None = None) -> MlflowClient:
     # absolute: MLflow caches one store per URI string, so a relative SQLite URI would keep
     # reading the first folder's file after a chdir
     uri = absolute_tracking_uri(resolve_uri(tracking_uri))
+    if uri.startswith(("http://", "https://")):
+        check_tracking(uri)  # seconds and one line, not MLflow's retries and traceback
     prepare_env(uri)
-    return MlflowClient(tracking_uri=uri)
+    try:
+        return MlflowClient(tracking_uri=uri)  # a SQLite store is opened (and read) here
+    except Exception as exc:  # noqa: BLE001 - any store failure becomes one line
+        raise SenetError(f"MLflow tracking store {redact(uri)} cannot be opened "
+                         f"({first_sentence(exc)}); give --tracking-uri an MLflow store: "
+                         "sqlite:///PATH/mlflow.db or http://HOST:PORT") from None
 
 
 def _experiment_ids(client: MlflowClient) -> list[str]:
@@ -75,7 +89,9 @@ def _search(client: MlflowClient, filter_string: str) -> list:
         ids = _experiment_ids(client)
     except Exception as exc:  # noqa: BLE001 - any backend failure becomes one line
         raise SenetError(
-            f"MLflow tracking store {client.tracking_uri} unusable: {one_line(exc)[:200]}"
+            f"MLflow tracking store {client.tracking_uri} cannot be read "
+            f"({first_sentence(exc)}); give --tracking-uri an MLflow store: "
+            "sqlite:///PATH/mlflow.db or http://HOST:PORT"
         ) from None
     # The SQL store caps how many experiments one query may name.
     for i in range(0, len(ids), 100):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +55,26 @@ def fmt_gmacs(x: float) -> str:
     return f"{x:.3f}" if x >= 0.01 else f"{x:.4f}"
 
 
-def fmt_params(count: float) -> str:
+def fmt_params(count: float, extra: int = 0) -> str:
+    """Millions with the usual digits (25.6M, 0.27M), plus ``extra`` more."""
     if _missing(count):
         return ""
     m = count / 1e6
     if m >= 10:
-        return f"{m:.1f}M"
-    return f"{m:.2f}M" if m >= 0.01 else f"{count / 1e3:.1f}K"
+        return f"{m:.{1 + extra}f}M"
+    return f"{m:.{2 + extra}f}M" if m >= 0.01 else f"{count / 1e3:.{1 + extra}f}K"
+
+
+def params_format(counts: Iterable[float]) -> Callable[[float], str]:
+    """fmt_params with as many digits as the table needs for different counts to read
+    differently: SE-ResNet-20's 274,655 are 0.27M beside ResNet-20's 272,282, also
+    0.27M at two decimals, 0.275M against 0.272M at three (SE in stage 2 alone: 25.58M
+    against ResNet-50's 25.56M)."""
+    values = {c for c in counts if not _missing(c)}
+    for extra in range(4):
+        if len({fmt_params(c, extra) for c in values}) == len(values):
+            break
+    return lambda count: fmt_params(count, extra)
 
 
 def fmt_paper(value: float | None, diff: float | None, unit: str = "", digits: int = 2) -> str:
@@ -73,6 +87,7 @@ def fmt_paper(value: float | None, diff: float | None, unit: str = "", digits: i
 def _cells(table: GridTable) -> tuple[list[str], list[list[str]]]:
     """Header and display cells, shared by the Markdown and LaTeX writers. Paper columns
     the paper's table leaves empty for every row (e.g. GFLOPs in Table 10) are left out."""
+    show_params = params_format(table.rows["params"])
     columns: list[tuple[str, Any]] = [
         ("variant", lambda r: r["label"] + (" (baseline)" if r["is_baseline"] else "")),
         ("n", lambda r: f"n = {r['n']}/{r['n_expected']}" if r["n_expected"] else "—"),
@@ -81,7 +96,7 @@ def _cells(table: GridTable) -> tuple[list[str], list[list[str]]]:
         ("Δ top-1 [95% CI]", lambda r: fmt_diff(r, "top1", baseline_label)),
         ("Δ top-5 [95% CI]", lambda r: fmt_diff(r, "top5", baseline_label)),
         ("GFLOPs", lambda r: fmt_gmacs(r["gmacs"])),
-        ("params", lambda r: fmt_params(r["params"])),
+        ("params", lambda r: show_params(r["params"])),
     ]
     if table.paper is not None:
         columns += [

@@ -30,6 +30,14 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.splitlines()[0].split())
 
 
+def first_sentence(exc: BaseException) -> str:
+    """The first sentence of ``exc``'s root cause, whole: a library's paragraph-long message
+    (a list of schemes, a migration notice, links) quoted in one of senet's own lines."""
+    text = one_line(exc)
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
 class TicketFinished(Exception):
     """A queue ticket was already finished (e.g. reaped) when this worker wrote to it.
     Internal: workers catch it; it never reaches the user."""

@@ -343,6 +343,17 @@ def test_default_classes_prefer_the_papers():
     assert choose_classes(plain) == ["x", "y", "z", "w"]
 
 
+def test_default_classes_span_the_builtin_datas_warm_and_cool():
+    """Five warm classes come first in the built-in data: the defaults must take both casts,
+    each with the same textures, so the figures show what the casts do to the gates."""
+    from senet.data.builtin import CLASS_NAMES
+
+    stats = synthetic_stats(CLASS_NAMES, {"SE_1_1": 4})
+    assert choose_classes(stats) == ["warm-horizontal", "warm-checker", "cool-horizontal",
+                                     "cool-checker"]
+    assert choose_classes(stats, k=2) == ["warm-horizontal", "cool-horizontal"]
+
+
 def test_plot_functions_from_plain_stats(tmp_path):
     stats = synthetic_stats(["x", "y", "z"], {f"SE_{s}_{b}": 60 for s in (1, 2, 3)
                                               for b in (1, 2, 3)})  # fmt: skip

@@ -58,8 +58,23 @@ def test_queue_work_and_status_all_take_storage_and_tracking_uri():
         assert (args.storage, args.tracking_uri) == ("s.journal", "x://y")
 
 
+def fake_cifar10(root):
+    """The torchvision CIFAR-10 release's file names, empty: what `senet queue` checks is
+    that the workers will find them (it reads no batch)."""
+    from senet.data.cifar import SPECS
+
+    spec = SPECS["cifar10"]
+    folder = root / spec.folder
+    folder.mkdir(parents=True)
+    for name in (*spec.train_files, *spec.test_files, spec.meta_file):
+        (folder / name).touch()
+    return root
+
+
 def test_a_known_grid_name_with_toml_is_accepted(tmp_path, tracking_uri, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SENET_DATA", raising=False)
+    fake_cifar10(tmp_path / "data")  # ./data: where workers look by default
     storage = str(tmp_path / "q.journal")
     args = ["--storage", storage, "--tracking-uri", tracking_uri, "--seeds", "1"]
     assert main(["queue", "cifar10/reduction.toml", *args]) == 0

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from senet.cli import main
+from senet.commands.demo import output_root
 from senet.data.builtin import builtin_data
 from senet.data.load import load_data
 
@@ -55,6 +56,8 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in printed
     table = (out / "tiny" / "tiny.md").read_text()  # ROOT/<grid name>/
     assert "| plain" in table and "n = 1/1" in table
+    # enough digits for SE's 2,373 extra parameters to show
+    assert "| 0.272M |" in table and "| 0.275M |" in table
     assert f"results in {out / 'tiny'}/" in printed
     pngs = sorted(p.name for p in (out / "tiny" / "figures").glob("*.png"))
     assert any("inter_class" in p for p in pngs) and any("error" in p for p in pngs)
@@ -83,6 +86,16 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_runs(tmp_path, monkeypatch
     assert kept.read_text() == "committed"
     fresh = sorted((tmp_path / "demo-results").glob("*/tiny/tiny.md"))
     assert len(fresh) == 1 and "| plain" in fresh[0].read_text()
+    # the same runs and code again: the same folder, and it says so
+    assert main(["demo", "--grid", str(grid), "--workers", "1"]) == 0
+    folder = fresh[0].parents[1].relative_to(tmp_path)
+    assert f"reusing {folder}/: drawn from the same runs and code" in capsys.readouterr().out
+    assert sorted((tmp_path / "demo-results").glob("*/tiny/tiny.md")) == fresh
+    # other code (or runs): a new folder, saying why not the old one
+    stamp = json.loads((fresh[0].parent / ".senet-demo.json").read_text())
+    root, why = output_root(None, False, "tiny", {**stamp, "code": "other"})
+    assert root != folder and why == (f"new folder {root}/: the code changed since "
+                                      f"{folder}/ was drawn")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
                               filter_string="tags.`senet.seed` = '0'")
     assert len(runs) == 2

@@ -23,14 +23,15 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 RUN_SKIPS = {
     "demo": "minutes of training; tests/test_demo.py runs the same loop on a tiny grid",
     "train": "minutes of training (or CIFAR-10 / a JPEG folder); tests/test_train.py covers it",
-    "queue": "needs the CIFAR-10 grid's data and two GPUs (--devices 0,1)",
+    "queue": "needs CIFAR-10 under data/ (tests/test_first_hour.py queues a CIFAR grid)",
     "work": "needs two GPUs (--devices 0,1)",
     "status": "reads the queue the skipped `queue` would fill",
+    "search": "queues a search; tests/test_search_workers.py runs one",
     "tables": "needs the runs of the skipped grid",
     "figures": "needs the runs of the skipped grid",
     "excitation": "needs the released weights and an ImageNet validation folder",
 }
-RUN_FOR_REAL = {"describe", "--version"}
+RUN_FOR_REAL = {"describe", "plan", "--version"}
 
 
 def _section(title: str) -> str:

@@ -9,20 +9,26 @@ step that raised it.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 HELP = "queue, train, tabulate and plot the demo grid on the built-in dataset"
 RESULTS = Path("results")
 FRESH_ROOT = Path("demo-results")
+STAMP_FILE = ".senet-demo.json"  # what a demo-results folder was drawn from
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds senet/ and analysis/
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="ROOT",
                    help="output root: table and figures go to ROOT/<grid name>/ (default: "
                         "results/, unless results/<grid name>/ already exists, as in a "
-                        "checkout, then a fresh demo-results/<date-time>/)")
+                        "checkout, then demo-results/<date-time>/: the one drawn from the "
+                        "same runs and code if there is one, else a new one)")
     p.add_argument("--overwrite", action="store_true",
                    help="write to results/<grid name>/ even if it exists (replaces the "
                         "committed demo output in a checkout)")
@@ -33,13 +39,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", default="demo", help="grid to run (default demo)")
 
 
-def output_root(out: str | None, overwrite: bool, grid_name: str) -> Path:
-    """Where the tables and figures go: never over an existing results/<grid> unless asked."""
+def output_root(out: str | None, overwrite: bool, grid_name: str,
+                stamp: dict[str, Any] | None = None) -> tuple[Path, str | None]:
+    """Where the tables and figures go, and a line saying why there: never over an existing
+    results/<grid> unless asked; then the demo-results/<date-time>/ folder drawn from the same
+    runs and code (``stamp``) if there is one, else a new one."""
     if out:
-        return Path(out)
+        return Path(out), None
     if overwrite or not (RESULTS / grid_name).exists():
-        return RESULTS
-    return FRESH_ROOT / time.strftime("%Y%m%d-%H%M%S")
+        return RESULTS, None
+    previous = sorted(FRESH_ROOT.glob(f"*/{grid_name}/{STAMP_FILE}"), reverse=True)
+    for path in previous:
+        if stamp is not None and _read_stamp(path) == stamp:
+            root = path.parents[1]
+            return root, f"reusing {root}/: drawn from the same runs and code"
+    root = FRESH_ROOT / time.strftime("%Y%m%d-%H%M%S")
+    while root.exists():  # two demos within a second
+        root = root.with_name(root.name + "+")
+    if not previous:
+        return root, None
+    last = _read_stamp(previous[0]) or {}
+    changed = [what for what in ("runs", "code") if stamp is None or last.get(what) != stamp[what]]
+    return root, (f"new folder {root}/: the {' and the '.join(changed)} changed since "
+                  f"{previous[0].parents[1]}/ was drawn")
+
+
+def demo_stamp(uri: str, grid: Any) -> dict[str, Any]:
+    """What the demo's output is drawn from: its grid's finished runs (ids and end times)
+    and the code that tabulates and draws them (senet/ and analysis/ sources, the grid
+    file)."""
+    from senet.tracking.store import open_client
+
+    client = open_client(uri)
+    experiment = client.get_experiment_by_name(grid.name)
+    runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], "tags.`senet.seed` IS NOT NULL", max_results=1000)
+    return {"runs": sorted([r.info.run_id, r.info.status, r.info.end_time] for r in runs),
+            "code": code_digest(Path(grid.path))}
+
+
+def code_digest(grid_file: Path) -> str:
+    digest = hashlib.sha256(grid_file.read_bytes())
+    for package in ("senet", "analysis"):
+        folder = PACKAGE_ROOT / package
+        for path in sorted([*folder.rglob("*.py"), *folder.rglob("*.toml")]):
+            digest.update(str(path.relative_to(PACKAGE_ROOT)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _read_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _step(title: str, command: str, argv: list[str]) -> None:
@@ -74,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
 
         start_worker_server()  # the workers' imports run while this process queues
     grid = load_grid(args.grid)  # a bad --grid fails here, before anything runs
-    root = output_root(args.out, args.overwrite, grid.name)
     stores: list[str] = []
     if args.storage:
         stores += ["--storage", args.storage]
@@ -85,10 +137,16 @@ def run(args: argparse.Namespace) -> int:
     _step("1/4 queue", "queue", [args.grid, *stores])
     _step(f"2/4 train ({workers} CPU workers)", "work",
           [args.grid, *stores, "--devices", ",".join(["cpu"] * workers)])
+    stamp = demo_stamp(uri, grid)
+    root, why = output_root(args.out, args.overwrite, grid.name, stamp)
+    if why:
+        print(f"\n{why}", flush=True)
     _step("3/4 table", "tables", [args.grid, "--out", str(root), *stores])
     _step("4/4 figures", "figures", [args.grid, "--out", str(root), "--tracking-uri", uri])
 
     out = root / grid.name
+    if root.parent == FRESH_ROOT:
+        (out / STAMP_FILE).write_text(json.dumps(stamp))
     tables = sorted(out.glob("*.md"))
     figures = sorted((out / "figures").glob("*.png"))
     print(f"\ndemo done in {time.monotonic() - started:.0f} s; results in {out}/")

@@ -17,11 +17,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+# The count runs one real forward pass: a side far above any dataset's would only exhaust memory.
+MAX_INPUT_SIZE = 4096
+
+
+def check_input_size(size: int | None) -> None:
+    """--input-size is a side in pixels: 0 or less (or an absurd size) is refused, not
+    replaced by the default or passed on to torch."""
+    from senet.errors import SenetError
+
+    if size is not None and not 1 <= size <= MAX_INPUT_SIZE:
+        raise SenetError(f"--input-size {size}: expected a side in pixels from 1 to "
+                         f"{MAX_INPUT_SIZE}; leave it out for the model's own (224 for "
+                         "ImageNet models, 32 for CIFAR ones)")
+
+
 def run(args: argparse.Namespace) -> int:
     from senet.models import build, se_blocks
     from senet.models.flops import count
     from senet.settings.config import parse_sets
 
+    check_input_size(args.input_size)
     model = build(args.model, **parse_sets(args.set))
     size = args.input_size or model.default_input_size
     counts = count(model, size)

@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma list of classes for the excitation figures (wnids or names, "
                         "as in `senet excitation`); default: Fig. 6's goldfish, pug, airliner "
                         "and cliff, and Fig. 7's goldfish and plane (taken as airliner, an "
-                        "assumption) where present, else the first classes")
+                        "assumption) where present, else classes spread evenly over the "
+                        "class list (built-in data: warm and cool)")
     p.add_argument("--excitation-seed", type=int, metavar="SEED",
                    help="use this seed's run for the excitation figures "
                         "(default: each variant's lowest finished seed with excitation stats)")
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
             raise SenetError("give grids or --npz files, not both")
         return _from_npz(args)
-    from senet.commands.tables import dashboard_line, open_grids
+    from senet.commands.tables import never_run, open_grids, results_view
 
     opened = open_grids(args.tracking_uri, args.grids, "draw")
     if opened is None:
@@ -93,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
         n_channels=args.channels,
         channel_seed=args.channel_seed,
     )
-    for item in gather(client, names):
+    items = gather(client, names)
+    if args.grids:
+        never_run(items, client.tracking_uri, "draw")
+    for item in items:
         table = build_table(item.spec, item.runs, book, metric=args.metric)
         report = grid_figures(client, table, args.out, options)
         print(f"{item.spec.name}: {len(report.written)} files")
@@ -101,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path}")
         for line in report.skipped:
             print(f"  skipped: {line}")
-        link = dashboard_line(client, args.tracking_uri, item.spec.name)
-        if link:
-            print(link)
+        for line in results_view(client, args.tracking_uri, item.spec.name, table.shows_top5):
+            print(line)
     return 0

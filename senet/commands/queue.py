@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use seeds 0..N-1 instead of the grid file's seeds")
     p.add_argument("--retry-failed", action="store_true",
                    help="queue again the points whose trainings failed")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="where the workers will find CIFAR or ImageNet (give `senet work` the "
+                        "same); checked now (default for CIFAR: $SENET_DATA or ./data)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     # Validate every grid, and what its workers will need, before touching the queue.
     grids = [load_grid(spec) for spec in args.grids]
     _check_distinct(grids)
-    for grid in grids:
-        check_data(grid)
+    classes = {grid.name: check_data(grid, args.data_root) for grid in grids}
     tracking_uri = with_driver(t.absolute_tracking_uri(t.resolve_uri(args.tracking_uri)))
     t.check_tracking(tracking_uri)
     for grid in grids:
@@ -57,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
     with q.queue_lock(args.storage):
         storage = open_storage(args.storage)
         for grid in grids:
-            _queue_one(q, t, storage, grid, seeds, tracking_uri, args.retry_failed)
+            _queue_one(q, t, storage, grid, seeds, tracking_uri, args.retry_failed,
+                       classes[grid.name])
     _print_plan(grids, args, seeds)
     return 0
 
 
 def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
-               tracking_uri: str, retry_failed: bool) -> None:
+               tracking_uri: str, retry_failed: bool, num_classes: int | None) -> None:
     queue, _ = q.GridQueue.open_or_create(storage, grid.name)
     # Refuse a name clash before an experiment or parent run is made for it.
     recorded = queue.attrs().get(t.A_GRID_FILE)
@@ -75,6 +78,10 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
             f"{recorded}; declare another with name = \"...\" at the top of the file")
     # Experiment and parent run first: workers skip a grid until they exist.
     tracking = t.ensure_grid_tracking(queue, tracking_uri)
+    from senet.tracking.views import ensure_results_view, shows_top5, view_lines
+
+    ensure_results_view(t.open_client(tracking_uri), tracking[t.A_EXPERIMENT_ID],
+                        shows_top5(num_classes))
     result = q.queue_grid(storage, grid, seeds, retry_failed)
     if result.added or result.retried:
         t.set_parent_status(tracking_uri, tracking[t.A_PARENT_RUN], "RUNNING")
@@ -104,6 +111,7 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
         print(line)
     print(f"  MLflow experiment {tracking[t.A_EXPERIMENT]!r} "
           f"(id {tracking[t.A_EXPERIMENT_ID]}), parent run {tracking[t.A_PARENT_RUN]}")
+    print("\n".join(view_lines(tracking_uri, tracking[t.A_EXPERIMENT_ID])))
 
 
 def _print_plan(grids: list[Any], args: argparse.Namespace, seeds: list[int] | None) -> None:
@@ -131,24 +139,31 @@ def _check_distinct(grids: list[Any]) -> None:
                              f"{other}; declare another with name = \"...\" in one of them")
 
 
-def check_data(grid: Any) -> None:
-    """Every dataset of the grid is one that exists (folders: with at least two classes in
-    each split): checked now, not found out point by point at work time."""
+def check_data(grid: Any, data_root: str | None = None) -> int | None:
+    """Every dataset of the grid is one its workers will find: folder trees with at least
+    two classes in each split, CIFAR's release and ImageNet's train/ and val/ under
+    ``data_root``. Checked now, not found out point by point at work time. Returns the
+    most classes of the grid's datasets (None where one does not tell: ImageNet)."""
     from senet.data.load import check_dataset
     from senet.errors import SenetError
 
-    checked: set[str] = set()
+    classes: dict[str, int | None] = {}
     for point in grid.points:
         dataset = point.settings.get("dataset", "")
-        if dataset in checked:
+        if dataset in classes:
             continue
-        checked.add(dataset)
-        if dataset == "imagenet":
-            continue  # its root may exist only on the machines that will train it
         try:
-            check_dataset(dataset)
+            classes[dataset] = check_dataset(dataset, data_root)
         except SenetError as exc:
-            raise SenetError(f"{grid.path}: {exc}") from None
+            hint = ""
+            if data_root is None and dataset == "imagenet":
+                hint = " (to senet queue and to senet work)"
+            elif data_root is None and dataset in ("cifar10", "cifar100"):
+                hint = ("; if the workers will find it elsewhere, give senet queue and "
+                        "senet work that --data-root")
+            raise SenetError(f"{grid.path}: {exc}{hint}") from None
+    counts = list(classes.values())
+    return None if None in counts or not counts else max(counts)
 
 
 def paper_table_warning(grid: Any) -> str | None:

@@ -44,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
 def start(search, args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
+    from senet.data.load import check_dataset
     from senet.queue import search as s
     from senet.queue import tickets as q
     from senet.queue.storage import open_storage, with_driver
     from senet.tracking import store as t
 
+    classes = check_dataset(search.settings.get("dataset", "builtin"))  # before any record
     tracking_uri = with_driver(t.absolute_tracking_uri(t.resolve_uri(args.tracking_uri)))
     t.check_tracking(tracking_uri)
     storage = open_storage(args.storage)
@@ -65,6 +67,10 @@ def start(search, args: argparse.Namespace) -> int:
             queue.set_attr(key, value)
     # Experiment and parent run first: workers skip a queue until they exist.
     tracking = t.ensure_grid_tracking(queue, tracking_uri)
+    from senet.tracking.views import ensure_results_view, shows_top5, view_lines
+
+    ensure_results_view(t.open_client(tracking_uri), tracking[t.A_EXPERIMENT_ID],
+                        shows_top5(classes))
     # The first generation: the paper's uniform settings, waiting in the study since
     # it was created, get their tickets now; the sampler proposes the rest as workers ask.
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -84,6 +90,7 @@ def start(search, args: argparse.Namespace) -> int:
     print(f"  Optuna study {search.study_name!r}; MLflow experiment "
           f"{tracking[t.A_EXPERIMENT]!r} (id {tracking[t.A_EXPERIMENT_ID]}), "
           f"parent run {tracking[t.A_PARENT_RUN]}")
+    print("\n".join(view_lines(tracking_uri, tracking[t.A_EXPERIMENT_ID])))
     print("  next: senet work" + (f" --storage {args.storage}" if args.storage else ""))
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from senet.commands.common import add_grid_filter, add_stores
 
@@ -27,15 +26,13 @@ def run(args: argparse.Namespace) -> int:
     from senet.queue.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = args.storage or q.DEFAULT_STORAGE
-    if not args.grid and "://" not in url and not Path(url).is_file():
-        queues = []  # nothing queued here yet: an empty report, not an error
+    # A storage file that does not exist is an error (a typo, or another folder), never
+    # an empty report: only `senet queue` creates one.
+    storage = open_storage(args.storage, create=False)
+    if args.grid:
+        queues = [q.GridQueue.open(storage, queue_name(args.grid))]
     else:
-        storage = open_storage(url, create=False)
-        if args.grid:
-            queues = [q.GridQueue.open(storage, queue_name(args.grid))]
-        else:
-            queues = sorted(q.GridQueue.all(storage), key=lambda g: g.name)
+        queues = sorted(q.GridQueue.all(storage), key=lambda g: g.name)
     report = {}
     attrs = {}
     # Only for tickets that recorded no grace at their claim (queued by an older senet):

@@ -28,46 +28,61 @@ def missing_store(tracking_uri: str | None) -> str | None:
     return None if path is None or path.exists() else str(path)
 
 
+def nothing_to(verb: str, why: str, grids: list[str]) -> None:
+    """Say there is nothing to ``verb``: for grids the user named, an error (one line, exit
+    2, no files written); for "every grid" in an empty store, just a line."""
+    from senet.errors import SenetError
+
+    if grids:
+        raise SenetError(f"nothing to {verb}: {why}")
+    print(f"nothing to {verb}: {why}")
+
+
 def open_grids(tracking_uri: str | None, grids: list[str], verb: str):
     """(MLflow client, grid names) to report on, or None after saying there is nothing to
     ``verb`` (no local store, or no grid runs in it)."""
     absent = missing_store(tracking_uri)
     if absent:
-        print(f"nothing to {verb}: no MLflow store at {absent} (run a grid first, "
-              "or pass --tracking-uri)")
+        nothing_to(verb, f"no MLflow store at {absent} (run a grid first, or pass "
+                         "--tracking-uri)", grids)
         return None
     from analysis.runs import grid_names, open_client
 
     client = open_client(tracking_uri)
     names = list(grids) or grid_names(client)
     if not names:
-        print(f"nothing to {verb}: no grid runs in {client.tracking_uri}")
+        nothing_to(verb, f"no grid runs in {client.tracking_uri}", grids)
         return None
     return client, names
 
 
-def dashboard_url(server: str, experiment_id: str) -> str:
-    """The experiment's runs in MLflow's model-training view, one chart per metric.
+def never_run(items, tracking_uri: str, verb: str, queue=None) -> None:
+    """Refuse, before any file is written, a named grid with no run in the store (and,
+    given the ``queue`` reader, none queued either): its output would be all gaps."""
+    from senet.errors import SenetError
 
-    MLflow 3.17's UI opens an experiment in its GenAI view unless the URL (or the browser's
-    last choice) says otherwise, and its runs table shows no metric column until one is
-    picked; the chart view shows every metric of every run without a click.
-    """
-    return (f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
-            "?workflowType=machine_learning&compareRunsMode=CHART")
+    for item in items:
+        name = item.spec.name
+        if not item.runs.empty or (queue is not None and queue.for_grid(name)[0] is not None):
+            continue
+        where = "" if queue is None else f" and is not in the queue at {queue.where}"
+        raise SenetError(
+            f"nothing to {verb}: grid {name} has no runs in {tracking_uri}{where}; run it "
+            f"first (senet queue {name} && senet work {name}), or pass the --tracking-uri "
+            f"{'and --storage ' if queue is not None else ''}it was run with")
 
 
-def dashboard_line(client, tracking_uri: str | None, grid: str) -> str | None:
-    """`dashboard: URL` of the grid's experiment when the runs are on an MLflow server."""
-    from senet.tracking.store import resolve_uri
+def results_view(client, tracking_uri: str | None, grid: str, top5: bool) -> list[str]:
+    """The lines that open the grid's saved MLflow view (made now if it is missing, e.g.
+    for a grid queued by an older senet); none when the grid has no experiment."""
+    from senet.tracking.store import absolute_tracking_uri, resolve_uri
+    from senet.tracking.views import ensure_results_view, view_lines
 
-    uri = resolve_uri(tracking_uri)
-    if not uri.startswith(("http://", "https://")):
-        return None
     experiment = client.get_experiment_by_name(grid)
     if experiment is None:
-        return None
-    return f"  dashboard: {dashboard_url(uri, experiment.experiment_id)}"
+        return []
+    ensure_results_view(client, experiment.experiment_id, top5)
+    return view_lines(absolute_tracking_uri(resolve_uri(tracking_uri)), experiment.experiment_id)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
 
     book = load_paper_numbers()
     queue = QueueReader(args.storage)
-    for item in gather(client, names):
+    items = gather(client, names)
+    if args.grids:
+        never_run(items, client.tracking_uri, "tabulate", queue)
+    for item in items:
         lookup, queue_note = queue.for_grid(item.spec.name)
         table = build_table(item.spec, item.runs, book, metric=args.metric, queue=lookup)
         if queue_note:
@@ -95,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{item.spec.name}: {len(rows)} variants, {done}/{expected} seeds finished")
         for path in paths:
             print(f"  {path}")
-        link = dashboard_line(client, args.tracking_uri, item.spec.name)
-        if link:
-            print(link)
+        for line in results_view(client, args.tracking_uri, item.spec.name, table.shows_top5):
+            print(line)
     return 0

@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg.device = devices[0]
         code, failed = 0, run_worker(cfg)
+    print_views(storage, cfg.grids)
     if failed:
         grids = [(name, q.GridQueue.open(storage, name).attrs()) for name in dict.fromkeys(failed)]
         again = ["senet", "work", *([args.grid] if args.grid else []),
@@ -116,3 +117,19 @@ def run(args: argparse.Namespace) -> int:
               f"{retry_command(grids, args.storage)} && {shlex.join(again)}", flush=True)
         return code or 1
     return code
+
+
+def print_views(storage, names: list[str] | None) -> None:
+    """Where to see the results: each worked grid's saved MLflow view, from what `senet
+    queue` recorded (no MLflow import here)."""
+    from senet.queue import tickets as q
+    from senet.tracking.store import A_EXPERIMENT_ID, A_TRACKING_URI
+    from senet.tracking.views import view_lines
+
+    queues = [q.GridQueue.open(storage, n) for n in names] if names else q.GridQueue.all(storage)
+    for queue in sorted(queues, key=lambda g: g.name):
+        attrs = queue.attrs()
+        if attrs.get(A_TRACKING_URI) and attrs.get(A_EXPERIMENT_ID):
+            print(f"{queue.name}:", flush=True)
+            print("\n".join(view_lines(attrs[A_TRACKING_URI], attrs[A_EXPERIMENT_ID])),
+                  flush=True)

@@ -1,6 +1,6 @@
 """The built-in dataset: synthetic 32x32 colour textures generated in memory, no files needed.
 
-Design (also in the README). A class is a pair (colour cast, texture): two casts ("warm",
+Design (also in docs/training.md). A class is a pair (colour cast, texture): two casts ("warm",
 "cool") times five grey-level textures, ten classes. The two halves of the label live at
 different scales on purpose:
 

@@ -58,8 +58,9 @@ def load_data(
 
 
 def check_dataset(dataset: str, root: str | None = None) -> int | None:
-    """What can be told of ``dataset`` without reading an image: a known name; for
-    imagenet a root with train/ and val/; for folder:PATH a tree whose train/ and test/
+    """What can be told of ``dataset`` without reading an image: a known name; for CIFAR
+    the release under ``root`` (or online to fetch it); for imagenet a root with train/ and
+    val/; for folder:PATH a tree whose train/ and test/
     (or val/) each hold at least two class folders. Milliseconds, so that a command can
     run it before it records anything. Returns the number of classes where the name alone
     tells it (the built-in data, CIFAR, a folder tree), else None."""
@@ -70,6 +71,9 @@ def check_dataset(dataset: str, root: str | None = None) -> int | None:
 
         return len(CLASS_NAMES)
     if dataset in ("cifar10", "cifar100"):
+        from senet.data.cifar import check_release
+
+        check_release(dataset, root)
         return int(dataset[len("cifar"):])
     if dataset == "imagenet":
         tree_splits(dataset, root)

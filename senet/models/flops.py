@@ -10,7 +10,7 @@ Counted, as one multiply-add each:
   so the scale costs nothing extra.
 BN, ReLU and the stem/head pooling are not counted. This is the one convention that
 lands within 0.01 of every GFLOPs figure the paper prints (ResNet-50/101/152 with and
-without SE, single-stage SE, SE_3x3, NoSqueeze); see the README table.
+without SE, single-stage SE, SE_3x3, NoSqueeze); see the table in docs/models.md.
 """
 
 from __future__ import annotations

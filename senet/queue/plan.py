@@ -212,10 +212,9 @@ def _states_in_storage(url: str | None) -> dict[str, str]:
     from senet.queue import tickets as q
     from senet.queue.storage import DEFAULT_STORAGE, open_storage
 
-    url = url or DEFAULT_STORAGE
-    if "://" not in url and not Path(url).is_file():
-        return {}
-    storage = open_storage(url, create=False)
+    if url is None and not Path(DEFAULT_STORAGE).is_file():
+        return {}  # nothing queued here yet: a plan before queueing
+    storage = open_storage(url, create=False)  # a --storage that does not exist: an error
     rank = {"done": 0, "running": 1, "queued": 2, "failed": 3}
     best: dict[str, str] = {}
     cache: dict[str, dict[str, Any]] = {}

@@ -90,16 +90,17 @@ def open_storage(url: str | None = None, *, create: bool = True) -> Any:
     """An Optuna storage for a journal file path (default ./senet-queue.journal),
     sqlite:///... or postgresql://... With create=False a missing journal file is an
     error instead of a new empty queue."""
+    given = url is not None
     url = url or DEFAULT_STORAGE
     kind = backend(url)
     if "://" not in url:
         if not create and not Path(url).is_file():
-            raise SenetError(
-                f"no queue at {url}: nothing has been queued here yet; run `senet queue GRID` "
-                "first (or give --storage)"
-            )
+            raise SenetError(_no_queue(url, url, given))
         return _journal_storage(url)
     if kind == "sqlite":
+        path = sqlite_path(url)
+        if not create and path is not None and not path.is_file():
+            raise SenetError(_no_queue(url, str(path), given))
         return _sqlite_storage(url)
     if kind in ("postgresql", "postgres", "mysql"):
         return _server_storage(with_driver(url))
@@ -107,6 +108,16 @@ def open_storage(url: str | None = None, *, create: bool = True) -> Any:
         f"unsupported --storage {redact(url)!r}; use a journal file path, "
         "sqlite:///FILE or postgresql://USER@HOST/DB"
     )
+
+
+def _no_queue(url: str, path: str, given: bool) -> str:
+    """Why a command that reads the queue found none: only `senet queue` creates one."""
+    if given:
+        return (f"no queue at {path}: the file does not exist (only `senet queue` creates "
+                f"one); check the --storage path, or queue a grid there first with "
+                f"`senet queue GRID --storage {url}`")
+    return (f"no queue at {path}: nothing has been queued in this folder yet; run "
+            "`senet queue GRID` first, or give --storage")
 
 
 def _journal_storage(path: str) -> Any:

@@ -11,8 +11,9 @@ import subprocess
 from pathlib import Path
 from typing import Any, Protocol
 
-from senet.errors import SenetError, one_line
+from senet.errors import SenetError, first_sentence, one_line
 from senet.queue.storage import backend, connect_timeout, redact, sqlite_path, with_driver
+from senet.tracking.uri import check_uri_form
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -68,7 +69,16 @@ def prepare_env(uri: str) -> None:
 
 
 def resolve_uri(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The tracking URI to use: ``uri`` (from --tracking-uri), else $MLFLOW_TRACKING_URI,
+    else sqlite:///mlflow.db; refused in one line when it is not one senet can use."""
+    if uri:
+        check_uri_form(uri, f"--tracking-uri {redact(uri)}")
+        return uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        check_uri_form(env, f"MLFLOW_TRACKING_URI={redact(env)}")
+        return env
+    return DEFAULT_TRACKING_URI
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -85,16 +95,24 @@ def absolute_tracking_uri(uri: str) -> str:
 def check_tracking(uri: str) -> None:
     """Fail in seconds with one line when the tracking backend cannot be reached,
     instead of MLflow's minutes of retries."""
+    check_uri_form(uri, f"tracking URI {redact(uri)}")
     prepare_env(uri)
     if uri.startswith(("http://", "https://")):
         import requests
 
+        timeout = connect_timeout()
         try:
-            requests.get(uri.rstrip("/") + "/health", timeout=connect_timeout())
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+            return
+        except requests.Timeout:  # first: a connect timeout is also a ConnectionError
+            why = f"no answer within {timeout} s"
+        except requests.ConnectionError:
+            why = "nothing answers there"
         except requests.RequestException as exc:
-            raise SenetError(
-                f"cannot reach MLflow tracking server {redact(uri)}: {one_line(exc)}"
-            ) from None
+            why = one_line(exc)
+        raise SenetError(f"cannot reach MLflow tracking server {redact(uri)}: {why}; start "
+                         "it (mlflow server --host HOST --port PORT) or give another "
+                         "--tracking-uri")
     elif backend(uri) in ("postgresql", "postgres", "mysql", "mssql"):
         import sqlalchemy
 
@@ -165,8 +183,9 @@ def ensure_store(uri: str) -> None:
                 logging.getLogger(name).setLevel(logging.WARNING)
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any store failure gets one line
-            raise SenetError(f"tracking store {redact(uri)} is unusable: "
-                             f"{one_line(exc)[:300]}") from None
+            raise SenetError(f"tracking store {redact(uri)} cannot be opened as an MLflow "
+                             f"store ({first_sentence(exc)}); give another --tracking-uri, "
+                             "or move the file aside for senet to make a new one") from None
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _READY_STORES.add(str(path))
