@@ -257,8 +257,11 @@ def _set_up(cfgs: list[TrainConfig], log: Callable[[int, str], None] | None,
     for out in outs:
         _make_out(out)
 
+    # Under torchrun a streamed dataset reads and decodes only this rank's slice of every
+    # global batch; in-memory data hands each rank the whole batch, sliced below.
     base = load_data(first.dataset, root=first.data_root, device=device, subset=first.subset,
-                     seed=first.seed, batch_size=settings.batch_size, workers=first.workers)
+                     seed=first.seed, batch_size=settings.batch_size, workers=first.workers,
+                     rank=rank, world=world)
     _check_classes(base, settings)
     steps = base.steps_per_epoch()
     if steps < 1:
@@ -347,8 +350,10 @@ class Pack:
 
         rank, world = self.run.rank, self.run.world
         if len(self.live) == 1:
-            for x, y in self.live[0].data.train_batches(epoch):
-                if world > 1:  # every rank draws the same batch and keeps its own slice
+            data = self.live[0].data
+            sliced = getattr(data, "rank_sliced", False)
+            for x, y in data.train_batches(epoch):
+                if world > 1 and not sliced:  # the same batch everywhere: keep this slice
                     x, y = x[rank::world], y[rank::world]
                 yield x, y
             return
@@ -450,10 +455,12 @@ def evaluate_sharded(evaluator: Any, data: Any, world: int, rank: int) -> dict[s
     """One plain model's validation numbers, this rank's slice of each batch, summed over
     ranks."""
     seen = [0]
+    sliced = getattr(data, "rank_sliced", False)  # a streamed dataset reads its slice only
 
     def mine():
         for x, y in data.val_batches():
-            x, y = x[rank::world], y[rank::world]
+            if not sliced:
+                x, y = x[rank::world], y[rank::world]
             if len(y):
                 seen[0] += len(y)
                 yield x, y
