@@ -49,10 +49,11 @@ SHARED = """\
 """
 
 
-def test_plan_counts_each_training_once_across_grids(tmp_path):
+def test_plan_counts_each_training_once_across_grids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no queue here: nothing counts as queued
     a = _grid(tmp_path, "a", SHARED.format(title="A", r=16))
     b = _grid(tmp_path, "b", SHARED.format(title="B", r=4))
-    plan = make_plan([a, b], storage_url=str(tmp_path / "none.journal"),
+    plan = make_plan([a, b], storage_url=None,
                      tracking_uri=f"sqlite:///{tmp_path}/none.db", device="cpu")
     # 8 slots; the ResNet-20 rows (2 seeds) are shared: 6 unique trainings
     assert sum(g.points * g.seeds for g in plan.grids) == 8
@@ -125,7 +126,8 @@ def test_plan_skips_a_slot_whose_ticket_is_not_added_yet(tmp_path):
     assert (counts.queued, counts.failed, counts.total) == (4, 0, 4)
 
 
-def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri):
+def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -138,14 +140,15 @@ def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri):
         client.set_terminated(run.info.run_id, "FINISHED")
     a = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace("subset = 600",
                                                                      "batch_size = 128"))
-    plan = make_plan([a], storage_url=str(tmp_path / "none.journal"),
+    plan = make_plan([a], storage_url=None,
                      tracking_uri=tracking_uri, device="cpu")
     assert plan.throughput["se_resnet20"].img_per_s == 200.0  # the median
     assert "3 finished runs" in plan.throughput["se_resnet20"].source
     assert plan.throughput["resnet20"].img_per_s == 521  # no runs: the table
 
 
-def test_unmeasured_models_are_extrapolated_and_say_so(tmp_path):
+def test_unmeasured_models_are_extrapolated_and_say_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     grid = _grid(tmp_path, "g", """\
         title = "deep"
         dataset = "cifar10"
@@ -156,18 +159,18 @@ def test_unmeasured_models_are_extrapolated_and_say_so(tmp_path):
         [[variants]]
         label = "ResNet-56"
     """)
-    plan = make_plan([grid], storage_url=str(tmp_path / "none.journal"),
+    plan = make_plan([grid], storage_url=None,
                      tracking_uri=f"sqlite:///{tmp_path}/none.db")
     rate = plan.throughput["resnet56"]
     assert "extrapolated from resnet" in rate.source
     assert 3900 < rate.img_per_s < 15940  # between ResNet-110 and ResNet-20 on the H200
 
 
-def test_plan_cli_json(tmp_path, capsys):
+def test_plan_cli_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no queue here: plan prices the grid before queueing
     path = tmp_path / "a.toml"
     path.write_text(textwrap.dedent(SHARED.format(title="A", r=16)))
     code = main(["plan", str(path), str(path), "--json", "--device", "cpu",
-                 "--storage", str(tmp_path / "none.journal"),
                  "--tracking-uri", f"sqlite:///{tmp_path}/none.db"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)

@@ -407,7 +407,7 @@ def test_work_on_unknown_grid_is_an_error(tmp_path, tracking_uri):
     from senet.worker.loop import WorkerConfig, run_worker
 
     storage = str(tmp_path / "q.journal")
-    with pytest.raises(SenetError, match="nothing has been queued here yet"):
+    with pytest.raises(SenetError, match="the file does not exist"):
         run_worker(WorkerConfig(grids=["nope"], storage=storage))
     assert not Path(storage).exists()  # looking did not create an empty queue
     assert queue_cmd(str(write_grid(tmp_path, "some", 1)), "--storage", storage,
