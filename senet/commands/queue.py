@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     # Validate every grid, and what its workers will need, before touching the queue.
     grids = [load_grid(spec) for spec in args.grids]
     _check_distinct(grids)
+    claims = {grid.name: adaptive_claims(grid, args.seeds) for grid in grids}
     for grid in grids:
         check_data(grid)
     tracking_uri = with_driver(t.absolute_tracking_uri(t.resolve_uri(args.tracking_uri)))
@@ -57,13 +58,16 @@ def run(args: argparse.Namespace) -> int:
     with q.queue_lock(args.storage):
         storage = open_storage(args.storage)
         for grid in grids:
-            _queue_one(q, t, storage, grid, seeds, tracking_uri, args.retry_failed)
+            _queue_one(q, t, storage, grid, seeds, tracking_uri, args.retry_failed,
+                       claims[grid.name])
     _print_plan(grids, args, seeds)
     return 0
 
 
 def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
-               tracking_uri: str, retry_failed: bool) -> None:
+               tracking_uri: str, retry_failed: bool, claims: list[dict[str, Any]]) -> None:
+    from senet.queue import adaptive
+
     queue, _ = q.GridQueue.open_or_create(storage, grid.name)
     # Refuse a name clash before an experiment or parent run is made for it.
     recorded = queue.attrs().get(t.A_GRID_FILE)
@@ -75,7 +79,9 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
             f"{recorded}; declare another with name = \"...\" at the top of the file")
     # Experiment and parent run first: workers skip a grid until they exist.
     tracking = t.ensure_grid_tracking(queue, tracking_uri)
-    result = q.queue_grid(storage, grid, seeds, retry_failed)
+    result = q.queue_grid(storage, grid, seeds, retry_failed,
+                          extra_slots=adaptive.kept_slots(queue, grid))
+    adaptive.record(queue, grid.adaptive, claims)
     if result.added or result.retried:
         t.set_parent_status(tracking_uri, tracking[t.A_PARENT_RUN], "RUNNING")
     n_seeds = len(seeds if seeds is not None else grid.seeds)
@@ -102,6 +108,10 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
         if result.failed_left:
             line += f"; {result.failed_left} failed (add --retry-failed to queue them again)"
         print(line)
+    if grid.adaptive is not None:
+        a = grid.adaptive
+        print(f"  adaptive seeds: {a.min} per point to start, one more where a claim is "
+              f"undecided, up to {a.max} (alpha {a.alpha:g}); {len(claims)} claim(s) decide")
     print(f"  MLflow experiment {tracking[t.A_EXPERIMENT]!r} "
           f"(id {tracking[t.A_EXPERIMENT_ID]}), parent run {tracking[t.A_PARENT_RUN]}")
 
@@ -118,6 +128,30 @@ def _print_plan(grids: list[Any], args: argparse.Namespace, seeds: list[int] | N
         print(f"plan: not available ({one_line(exc)})")
         return
     print(f"plan: {plan.summary_line()}")
+
+
+def adaptive_claims(grid: Any, seeds: int | None) -> list[dict[str, Any]]:
+    """The claims that steer an adaptive grid's seeds, resolved to its points (checked
+    before anything is queued); [] for a grid with a fixed list of seeds."""
+    from senet.errors import SenetError
+
+    if grid.adaptive is None:
+        return []
+    if seeds is not None:
+        raise SenetError(f"{grid.path}: --seeds {seeds}: this grid adds seeds where its "
+                         "claims are undecided (seeds = { min, max }); drop --seeds")
+    from analysis.claim_points import for_grid
+    from analysis.paper import load_paper_numbers
+    from senet.queue.adaptive import claimed
+
+    _, claims, _ = for_grid(grid, load_paper_numbers())
+    records = [c.record() for c in claims]
+    judged = [r for r in records if claimed(r) is not None]
+    if not judged:
+        raise SenetError(f"{grid.path}: seeds = {{ min, max }} adds seeds where a claim is "
+                         "undecided, but the grid has no top-1 claim on two of its rows; add "
+                         "claims = [...] or give a list of seeds")
+    return judged
 
 
 def _check_distinct(grids: list[Any]) -> None:

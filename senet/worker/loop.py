@@ -23,6 +23,7 @@ from typing import Any
 
 from senet.errors import SenetError, TicketFinished, TrainingFailed, one_line
 from senet.progress import format_duration
+from senet.queue import adaptive
 from senet.queue import search as searches
 from senet.queue import tickets as q
 from senet.queue.storage import open_storage
@@ -214,6 +215,7 @@ class Worker:
     def _claim(self, queues: list[q.GridQueue]) -> tuple[q.GridQueue, q.Ticket] | None:
         for queue in queues:
             searches.refill(queue)  # a search asks its sampler for the next trial here
+            adaptive.refill(queue, self.cfg.storage)  # a seed where a claim is undecided
             for ticket in queue.waiting():
                 if not queue.try_claim(ticket, self.cfg.grace_s):
                     continue
