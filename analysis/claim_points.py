@@ -62,7 +62,7 @@ def resolve(spec: GridSpec, paper: PaperTable | None, by_paper_row: dict[str, st
     by_label = {p.label: p.point_id for p in spec.points}
     for claim, effect in zip(spec.claims, _file_effects(spec), strict=True):
         found.append(PointClaim(claim, by_label[claim.row], by_label[claim.ref], effect,
-                                "the grid file" if effect is not None else ""))
+                                "given in the grid file" if effect is not None else ""))
     return found, notes
 
 

@@ -22,26 +22,30 @@ from analysis.claim_points import PointClaim
 from senet.queue import sequential as seq
 from senet.settings.grid import MAX_ADAPTIVE_SEEDS
 
-# Seed-to-seed standard deviation of the final error (points), when no runs say.
-DEFAULT_STD = {
-    "cifar10": (0.16, "He et al. 2016, ResNet-110 on CIFAR-10: 6.61 ± 0.16 over 5 runs"),
-    "cifar100": (0.3, "assumed: a few tenths of a point, as on CIFAR-10"),
-    "imagenet": (0.1, "assumed: about a tenth of a point of top-1, as for ResNet-50"),
-    "builtin": (0.53, "experiments/demo.toml: ResNet-20 0.74 and SE 0.13 over seeds 0-2, "
-                      "pooled"),
-}
 EXECUTION_PARAMS = {"seed", "compile", "step_path", "world_size", "workers", "amp_bf16"}
 SIMULATIONS = 4000  # simulated grids per candidate max: power within about ±0.01
 
 
 @dataclass(frozen=True)
 class SeedStd:
+    """A seed-to-seed standard deviation of one metric, in error points, and its source."""
+
     value: float
     source: str
 
-    @property
-    def text(self) -> str:
-        return f"{self.value:.2f}: {self.source}"
+
+# Seed-to-seed standard deviation of the final error when the tracking store has no
+# repeated seeds: stated, and used only to size claims, never to decide one. (The same
+# table as issue 21's analysis.stats.DEFAULT_SEED_STD, which replaces it once merged.)
+DEFAULT_SEED_STD: dict[tuple[str, str], SeedStd] = {
+    ("imagenet", "top1"): SeedStd(0.10, "an assumption for ResNet-50-size ImageNet runs"),
+    ("imagenet", "top5"): SeedStd(0.06, "an assumption for ResNet-50-size ImageNet runs"),
+    ("cifar10", "top1"): SeedStd(0.16, "He et al. 2016, ResNet-110 over 5 runs: 6.61 ± 0.16"),
+    ("cifar100", "top1"): SeedStd(0.30, "an assumption for ResNet-110-size CIFAR-100 runs"),
+    ("cifar100", "top5"): SeedStd(0.20, "an assumption for ResNet-110-size CIFAR-100 runs"),
+    ("builtin", "top1"): SeedStd(
+        0.53, "the demo's budget, seeds 0-2: ResNet-20 ± 0.74, SE-ResNet-20 ± 0.13, pooled"),
+}
 
 
 @dataclass
@@ -121,12 +125,11 @@ def seed_std(runs: list[Any], dataset: str, metric: str) -> SeedStd | None:
         value, n, points = pooled
         return SeedStd(value, f"pooled from {n} finished runs of {points} points in the "
                               "tracking store")
-    default = DEFAULT_STD.get(dataset)
+    default = DEFAULT_SEED_STD.get((dataset, metric))
     if default is None:
         return None
-    value, why = default
-    return SeedStd(value, f"default for {dataset}, {why}; no repeated seeds in the "
-                          "tracking store")
+    return SeedStd(default.value, f"default for {dataset} ({default.source}); no repeated "
+                                  "seeds in the tracking store")
 
 
 # ---------------------------------------------------------------------------
@@ -140,7 +143,10 @@ def fixed_seeds(rule: seq.Claimed, effect: float, std: float, alpha: float, powe
     sd = std * math.sqrt(2.0)
     for n in range(2, MAX_ADAPTIVE_SEEDS + 1):
         crit = st.t.isf(alpha / 2, n - 1)
-        if rule.kind == "within":  # planned at no true difference
+        if rule.kind == "similar_to":  # both bounds inside the margin: no closed form
+            chance = seq.simulate(seq.Design(n, n, alpha), rule, 0.0, std,
+                                  sims=SIMULATIONS).p_for
+        elif rule.kind == "within":  # planned at no true difference
             chance = st.nct.cdf(-crit, n - 1, -rule.margin * math.sqrt(n) / sd)
         else:
             chance = st.nct.sf(crit, n - 1, abs(effect) * math.sqrt(n) / sd)
@@ -175,15 +181,16 @@ def plan_claim(claim: PointClaim, std: SeedStd, *, effect: float | None, alpha: 
     else:
         planned, where = std.value, "none given: one seed std"
     out = ClaimSeeds(claim, planned, where, std)
-    if c.kind == "within":
+    margin = c.kind in seq.MARGIN_KINDS
+    if margin:
         out.effect, out.effect_from = 0.0, f"planned at no difference, margin {c.margin:g}"
     elif c.kind not in seq.KINDS:
         out.effect, out.effect_from = None, f"no sequential rule for {c.kind!r} claims"
         return out
     sign = -1.0 if c.kind == "better_than" else 1.0
-    true_diff = 0.0 if c.kind == "within" else sign * abs(out.effect or 0.0)
-    rule = seq.Claimed(c.kind, c.margin, None if c.kind == "within" else true_diff)
-    if c.kind != "within" and not true_diff:
+    true_diff = 0.0 if margin else sign * abs(out.effect or 0.0)
+    rule = seq.Claimed(c.kind, c.margin, None if margin else true_diff)
+    if not margin and not true_diff:
         out.effect, out.effect_from = None, "the expected difference is 0: nothing to decide"
         return out
     out.effect = true_diff
@@ -245,8 +252,9 @@ def _claim_lines(c: ClaimSeeds, min_seeds: int, labels: dict[str, str]) -> list[
     lines = [f"- {claim.text} ({labels[c.claim.row]} vs {labels[c.claim.ref]}, {metric})"]
     if c.effect is None:
         return [*lines, f"    not planned: {c.effect_from}"]
-    shown = "" if claim.kind == "within" else f"{c.effect:+.2f} "
-    lines.append(f"    effect {shown}({c.effect_from}); seed std {c.std.text}")
+    shown = "" if claim.kind in seq.MARGIN_KINDS else f"{c.effect:+.2f} "
+    lines.append(f"    effect {shown}({c.effect_from}); seed std {c.std.value:.2f}: "
+                 f"{c.std.source}")
     h = c.hours_per_seed
     if c.fixed is None:
         lines.append(f"    fixed: more than {MAX_ADAPTIVE_SEEDS} seeds per row")

@@ -64,7 +64,7 @@ def adaptive_lines(spec: GridSpec, paper: PaperTable | None, finished: pd.DataFr
         if claim.kind not in seq.KINDS:
             lines.append(f"{claim.text}: no sequential rule for {claim.kind!r} claims.")
             continue
-        effect = None if claim.kind == "within" or c.effect is None else c.effect
+        effect = None if claim.kind in seq.MARGIN_KINDS else c.effect
         rule = seq.Claimed(claim.kind, claim.margin, effect)
         decision = seq.decide(design, rule, _values(finished, c.row, claim.metric),
                               _values(finished, c.ref, claim.metric))

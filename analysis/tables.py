@@ -339,9 +339,9 @@ def build_table(
         table.paper_rows = pd.DataFrame([_paper_only_row(r) for r in paper.rows if r.paper_only])
     table.notes = _notes(spec, runs, seeds, paper, matched, paper_note)
     table.verdicts = _table_verdicts(spec, paper, finished, by_paper_row)
-    if spec.adaptive is not None:
-        table.verdicts += adaptive_lines(spec, paper, finished, by_paper_row, runs)
     table.num_classes = _num_classes(spec, runs)
+    if spec.adaptive is not None:  # how adaptive seeds stand: senet.queue.sequential
+        table.verdicts += adaptive_lines(spec, paper, finished, by_paper_row, runs)
     return table
 
 

@@ -81,13 +81,13 @@ def test_the_scalar_and_the_array_rule_agree():
     high = low + rng.exponential(1, 2000)
     codes = {None: 0, seq.FOR: 1, seq.AGAINST: 2}
     for rule in (seq.Claimed("better_than", effect=-0.8), seq.Claimed("worse_than"),
-                 seq.Claimed("within", margin=0.3)):
+                 seq.Claimed("within", margin=0.3), seq.Claimed("similar_to", margin=0.3)):
         scalar = [codes[(seq.settle(rule, lo, hi) or (None,))[0]]
                   for lo, hi in zip(low, high, strict=True)]
         assert scalar == list(seq._settle_many(rule, low, high)), rule
 
 
-def test_naive_looks_inflate_false_claims_but_the_rule_does_not():
+def test_naive_looks_inflate_false_claims_but_the_rule_does_not(capsys):
     """A t-test after every seed from 2 to 8, stopping at the first p < 0.05, declares a
     difference between identical rows far more often than 5 %."""
     rng = np.random.default_rng(11)
@@ -99,6 +99,10 @@ def test_naive_looks_inflate_false_claims_but_the_rule_does_not():
     assert hit.mean() > 0.12, hit.mean()
     design = seq.Design(2, 8, ALPHA)
     null = seq.simulate(design, seq.Claimed("better_than"), 0.0, sims=20_000, seed=11)
+    with capsys.disabled():
+        print(f"\nidentical rows, seeds 2 to 8: a Welch t-test after every seed declares a "
+              f"difference in {hit.mean():.4f} of 20,000 grids; the stopping rule in "
+              f"{null.p_for + null.p_against:.4f}")
     assert null.p_for + null.p_against <= ALPHA + 3 * math.sqrt(ALPHA * 0.95 / 20_000)
 
 
@@ -106,12 +110,14 @@ def test_simulated_grids_keep_the_false_claim_rate_and_report_power(capsys):
     design = seq.Design(2, 8, ALPHA)
     mc = 3 * math.sqrt(ALPHA * (1 - ALPHA) / GRIDS)  # three Monte Carlo standard errors
     same = dict.fromkeys(NOISE, 10.0)
-    found, differ, _, _ = run_grids(design, same, CLAIMS[:2], GRIDS, seed=1)
+    # r = 4 sits exactly at its claim's margin: "within 0.2" is then false.
+    found, differ, _, _ = run_grids(design, {**same, "r4": 10.2}, CLAIMS, GRIDS, seed=1)
     # No true difference: every interval that excludes 0 declares a false difference
     # (deciding against because the expected effect is ruled out is right here).
-    false_rate = differ.mean(axis=0)
-    assert (false_rate <= ALPHA + mc).all(), false_rate
-    assert (found.mean(axis=0) <= ALPHA / 2 + mc).all()
+    false_rate = [*differ[:, :2].mean(axis=0), found[:, 2].mean()]
+    assert max(false_rate[:2]) <= ALPHA + mc, false_rate
+    assert found[:, :2].mean(axis=0).max() <= ALPHA / 2 + mc
+    assert false_rate[2] <= ALPHA / 2 + mc, false_rate
 
     # A true difference of one seed std (of the noisier row) where each claim says.
     one_std = {**same, "se": 10.0 - 0.74, "r32": 10.0 - 0.74 + 0.74}
@@ -124,8 +130,9 @@ def test_simulated_grids_keep_the_false_claim_rate_and_report_power(capsys):
                         sims=GRIDS, seed=3)
     with capsys.disabled():
         print(f"\nadaptive seeds {{min 2, max 8}}, alpha {ALPHA}, {GRIDS} simulated grids: "
-              f"false-claim rate at no difference {false_rate.round(4).tolist()} (limit "
-              f"{ALPHA} + {mc:.4f}); at one seed std: power {power.round(3).tolist()}, "
+              f"false-claim rates (two claims at no difference, one at its margin) "
+              f"{[round(float(r), 4) for r in false_rate]} (limits {ALPHA}, {ALPHA}, "
+              f"{ALPHA / 2}, each + {mc:.4f}); at one seed std: power {power.round(3).tolist()}, "
               f"mean seeds per row at the decision {mean_seeds.round(2).tolist()}, "
               f"trainings per grid {used1.sum(axis=1).mean():.1f} of {8 * len(NOISE)} "
               f"at max everywhere; two rows of equal noise one std apart: power "
@@ -138,13 +145,14 @@ def test_simulated_grids_keep_the_false_claim_rate_and_report_power(capsys):
     assert used1.sum(axis=1).mean() < 8 * len(NOISE) - 4
 
 
-@pytest.mark.parametrize("true_diff", [0.0, 0.1])
-def test_within_claims_keep_their_rate(true_diff):
-    """A `within` claim is declared for only when the interval is below the margin: at a
-    true difference exactly at the margin that happens at most alpha / 2 of the time."""
+@pytest.mark.parametrize("kind", ["within", "similar_to"])
+def test_margin_claims_keep_their_rate(kind):
+    """A `within` (diff < margin) or `similar_to` (|diff| < margin) claim is decided for
+    only when the interval lies inside the margin: at a true difference exactly at the
+    margin that happens at most alpha / 2 of the time; well inside, usually."""
     design = seq.Design(2, 8, ALPHA)
-    rule = seq.Claimed("within", margin=0.2)
+    rule = seq.Claimed(kind, margin=0.2)
     at_margin = seq.simulate(design, rule, 0.2, std=0.2, sims=20_000, seed=5)
     assert at_margin.p_for <= ALPHA / 2 + 3 * math.sqrt(ALPHA / 2 / 20_000)
-    inside = seq.simulate(design, rule, true_diff, std=0.05, sims=4000, seed=6)
-    assert inside.p_for > 0.85 and inside.mean_seeds < 8
+    inside = seq.simulate(design, rule, 0.05, std=0.05, sims=4000, seed=6)
+    assert inside.p_for > 0.7 and inside.mean_seeds < 8

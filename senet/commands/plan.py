@@ -47,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
     # A search file is priced as its budget: trials x seeds trainings of its model.
     grids = [search.as_grid(search.load_search(spec)) if search.is_search_file(spec)
              else load_grid(spec) for spec in args.grids]
-    if args.seeds:
-        print(seed_plans(grids, args))
-        return 0
     plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,
                      device=args.device, data_root=args.data_root)
+    if args.seeds:  # the claims' seeds, priced at the plan's hours per training
+        print(seed_plans(grids, plan, args))
+        return 0
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
         return 0
@@ -59,14 +59,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def seed_plans(grids: list, args: argparse.Namespace) -> str:
+def seed_plans(grids: list, plan, args: argparse.Namespace) -> str:
     """`--seeds`: each grid's claims, the seeds they need and what those cost."""
     from analysis.claim_points import for_grid
     from analysis.paper import load_paper_numbers
     from analysis.seed_plan import plan_grid
     from analysis.seed_plan import render as render_seeds
     from senet.errors import SenetError
-    from senet.queue.plan import make_plan
 
     if args.json:
         raise SenetError("--seeds prints text only; drop --json")
@@ -80,12 +79,10 @@ def seed_plans(grids: list, args: argparse.Namespace) -> str:
             raise SenetError(f"--{name} {value}: expected error points > 0")
     book = load_paper_numbers()
     out = []
-    for grid in grids:
-        # One training per point prices a seed; the paper's claims need the grid's points.
-        costed = make_plan([grid], tracking_uri=args.tracking_uri, device=args.device,
-                           data_root=args.data_root, seeds=[0])
-        hours = {p.id: costed.hours(key)
-                 for p, key in zip(grid.points, costed.grids[0].keys, strict=True)}
+    for grid, costed in zip(grids, plan.grids, strict=True):
+        # The plan's keys run seed-major: the first len(points) are one seed of each point.
+        hours = {p.id: plan.hours(key)
+                 for p, key in zip(grid.points, costed.keys, strict=False)}
         _, claims, notes = for_grid(grid, book)
         planned = plan_grid(grid, claims, notes, hours, args.tracking_uri, alpha=args.alpha,
                             power=args.power, effect=args.effect, std=args.std)

@@ -149,7 +149,7 @@ def record(queue: GridQueue, adaptive: Any, claims: list[dict[str, Any]]) -> Non
     attrs = queue.attrs()
     if attrs.get(A_ADAPTIVE) != spec:
         queue.set_attr(A_ADAPTIVE, spec)
-    if attrs.get(A_CLAIMS) != claims:
+    if attrs.get(A_CLAIMS, []) != claims:
         queue.set_attr(A_CLAIMS, claims)
 
 

@@ -49,7 +49,8 @@ DEFAULT_ALPHA = 0.05
 METHOD = ("repeated confidence intervals on per-seed differences, O'Brien-Fleming-type "
           "alpha spending (Lan & DeMets 1983; Jennison & Turnbull 1989)")
 # The claim kinds with a sequential rule; others are judged by analysis/verdicts only.
-KINDS = ("better_than", "worse_than", "within")
+KINDS = ("better_than", "worse_than", "within", "similar_to")
+MARGIN_KINDS = ("within", "similar_to")  # judged against a margin, not an effect
 FOR, AGAINST, OPEN, UNDECIDED = "decided for", "decided against", "open", "undecided at max"
 CALIBRATION_PATHS = 400_000  # a multiple of the 50,000 drawn at a time
 CALIBRATION_SEED = 24
@@ -131,7 +132,8 @@ def _abs_t(diffs: np.ndarray, looks: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Claimed:
     """What a claim says about diff = mean(row) - mean(ref), in error points (lower is
-    better): better_than diff < 0, worse_than diff > 0, within diff < margin. ``effect``
+    better): better_than diff < 0, worse_than diff > 0, within diff < margin, similar_to
+    -margin < diff < margin (equivalence). ``effect``
     (better/worse only): the size of difference the claim expects, e.g. the paper's;
     an interval that excludes it decides against. None: only the other side does."""
 
@@ -161,11 +163,18 @@ class Decision:
 def settle(claimed: Claimed, low: float, high: float) -> tuple[str, str] | None:
     """(state, why) when the interval [low, high] decides the claim, else None.
     (_settle_many is the same rule over arrays, for the simulations.)"""
+    m = claimed.margin
     if claimed.kind == "within":
-        if high < claimed.margin:
-            return FOR, f"the interval lies below the margin {claimed.margin:g}"
-        if low > claimed.margin:
-            return AGAINST, f"the interval lies above the margin {claimed.margin:g}"
+        if high < m:
+            return FOR, f"the interval lies below the margin {m:g}"
+        if low > m:
+            return AGAINST, f"the interval lies above the margin {m:g}"
+        return None
+    if claimed.kind == "similar_to":
+        if -m < low and high < m:
+            return FOR, f"the interval lies within ±{m:g}"
+        if low > m or high < -m:
+            return AGAINST, f"the interval lies outside ±{m:g}"
         return None
     sign = -1.0 if claimed.kind == "better_than" else 1.0
     # In the claim's own direction: positive means "as claimed".
@@ -182,9 +191,14 @@ def settle(claimed: Claimed, low: float, high: float) -> tuple[str, str] | None:
 def _settle_many(claimed: Claimed, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """settle() per interval: 1 decided for, 2 decided against, 0 open."""
     out = np.zeros(len(low), dtype=int)
+    m = claimed.margin
     if claimed.kind == "within":
-        out[low > claimed.margin] = 2
-        out[high < claimed.margin] = 1
+        out[low > m] = 2
+        out[high < m] = 1
+        return out
+    if claimed.kind == "similar_to":
+        out[(low > m) | (high < -m)] = 2
+        out[(-m < low) & (high < m)] = 1
         return out
     sign = -1.0 if claimed.kind == "better_than" else 1.0
     # In the claim's own direction: positive means "as claimed".
