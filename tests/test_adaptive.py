@@ -98,9 +98,14 @@ def write_grid(folder: Path, max_seeds: int = 5) -> Path:
 
 
 def test_grid_file_adaptive_seeds(tmp_path):
-    grid = load_grid(write_grid(tmp_path, 6))
+    from analysis.runs import grid_slots
+
+    path = write_grid(tmp_path, 6)
+    grid = load_grid(path)
     assert grid.adaptive is not None and (grid.adaptive.min, grid.adaptive.max) == (2, 6)
     assert grid.seeds == [0, 1] and grid.adaptive.alpha == 0.05
+    # The tables find the runs of every seed the queue may add, not only the first two.
+    assert sorted({seed for _, seed, _ in grid_slots(str(path)).values()}) == list(range(6))
 
 
 @pytest.mark.parametrize("seeds, where, needle", [
