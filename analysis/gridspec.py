@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -35,6 +35,8 @@ class GridSpec:
     dataset: str | None = None
     from_file: bool = True
     claims: tuple[Claim, ...] = ()  # the grid's own claims, rows named by point label
+    path: Any = None  # the grid file, when there is one
+    adaptive: Any = None  # senet.settings.grid.AdaptiveSeeds for `seeds = { min, max }`
 
     @property
     def baseline_point(self) -> PointSpec:
@@ -103,7 +105,22 @@ def from_grid(grid: Any) -> GridSpec:
         baseline=_baseline_of(grid),
         dataset=_single([p.settings.get("dataset") for p in points]),
         claims=_grid_claims(grid),
+        path=getattr(grid, "path", None),
+        adaptive=getattr(grid, "adaptive", None),
     )
+
+
+def with_seeds_run(spec: GridSpec, runs: pd.DataFrame) -> GridSpec:
+    """An adaptive grid expects the seeds the queue has added so far: the first min of
+    each point plus those of its runs below max."""
+    if spec.adaptive is None or runs.empty:
+        return spec
+    points = []
+    for p in spec.points:
+        seen = {int(s) for s in runs.loc[runs["point"] == p.point_id, "seed"]}
+        extra = {s for s in seen if s < spec.adaptive.max}
+        points.append(replace(p, seeds=tuple(sorted(set(p.seeds) | extra))))
+    return replace(spec, points=tuple(points))
 
 
 def from_runs(name: str, runs: pd.DataFrame) -> GridSpec:
@@ -146,4 +163,7 @@ def load_spec(spec: str, runs_for: Callable[[str], pd.DataFrame] | None = None) 
         if runs is None or runs.empty:
             raise  # the grid module's message lists the grids there are
         return from_runs(name, runs)
-    return from_grid(load_grid(spec))
+    found = from_grid(load_grid(spec))
+    if found.adaptive is not None and runs_for is not None:
+        found = with_seeds_run(found, runs_for(found.name))
+    return found

@@ -115,7 +115,8 @@ def grid_slots(grid: str) -> dict[str, tuple[str, int, str]] | None:
 
     try:
         spec = load_grid(grid)
-        keys = grid_keys(spec, spec.seeds)
+        # An adaptive grid's points may have any seed below max (senet.queue.adaptive).
+        keys = grid_keys(spec, spec.seeds if spec.adaptive is None else range(spec.adaptive.max))
     except SenetError:
         return None
     labels = {p.id: p.label for p in spec.points}

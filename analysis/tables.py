@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.gridspec import GridSpec, PointSpec
 from analysis.paper import PaperBook, PaperRow, PaperTable, dataset_family
+from analysis.seed_report import adaptive_lines
 from analysis.stats import Interval, Summary, summarize, welch_interval
 from analysis.verdicts import Side, verdicts
 from senet.errors import SenetError
@@ -339,6 +340,8 @@ def build_table(
     table.notes = _notes(spec, runs, seeds, paper, matched, paper_note)
     table.verdicts = _table_verdicts(spec, paper, finished, by_paper_row)
     table.num_classes = _num_classes(spec, runs)
+    if spec.adaptive is not None:  # how adaptive seeds stand: senet.queue.sequential
+        table.verdicts += adaptive_lines(spec, paper, finished, by_paper_row, runs)
     return table
 
 

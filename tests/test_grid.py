@@ -23,7 +23,7 @@ def test_every_shipped_grid_is_there_and_validates():
     expected = {f"imagenet/{a}" for a in ABLATIONS} | {"imagenet/main"}
     for ds in ("cifar10", "cifar100"):
         expected |= {f"{ds}/{a}" for a in ABLATIONS} | {f"{ds}/main"}
-    expected |= {"demo", "cifar10-cpu/se_resnet20_reduction"}
+    expected |= {"demo", "demo-adaptive", "cifar10-cpu/se_resnet20_reduction"}
     assert set(SHIPPED) == expected
     assert set(available_grids()) >= expected
     for name in SHIPPED:

@@ -27,6 +27,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "times one training's img/s (measure it: benchmarks/bench_gpu.py "
                         "--paths packed-grid)")
     p.add_argument("--json", action="store_true", help="print the same figures as JSON")
+    seeds = p.add_argument_group("seeds per claim (--seeds)")
+    seeds.add_argument("--seeds", action="store_true",
+                       help="print the seeds per row each claim of the grid needs to be "
+                            "decided, fixed and adaptive, and their device-hours")
+    seeds.add_argument("--alpha", type=float, default=0.05,
+                       help="chance of declaring a difference where there is none "
+                            "(two-sided; default %(default)s)")
+    seeds.add_argument("--power", type=float, default=0.8,
+                       help="chance of deciding for a claim at its effect (default %(default)s)")
+    seeds.add_argument("--effect", type=float, metavar="POINTS",
+                       help="the difference to plan every claim for, in error points "
+                            "(default: the paper's difference of the claim's rows)")
+    seeds.add_argument("--std", type=float, metavar="POINTS",
+                       help="seed-to-seed standard deviation of the error (default: pooled "
+                            "from finished runs in the tracking store, else per dataset)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,11 +68,45 @@ def run(args: argparse.Namespace) -> int:
              else load_grid(spec) for spec in args.grids]
     plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,
                      device=args.device, data_root=args.data_root, packing=packing)
+    if args.seeds:  # the claims' seeds, priced at the plan's hours per training
+        print(seed_plans(grids, plan, args))
+        return 0
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
         return 0
     print(render(plan))
     return 0
+
+
+def seed_plans(grids: list, plan, args: argparse.Namespace) -> str:
+    """`--seeds`: each grid's claims, the seeds they need and what those cost."""
+    from analysis.claim_points import for_grid
+    from analysis.paper import load_paper_numbers
+    from analysis.seed_plan import plan_grid
+    from analysis.seed_plan import render as render_seeds
+    from senet.errors import SenetError
+
+    if args.json:
+        raise SenetError("--seeds prints text only; drop --json")
+    if not 0 < args.alpha < 0.5:
+        raise SenetError(f"--alpha {args.alpha}: expected an error rate between 0 and 0.5")
+    if not 0.5 <= args.power < 1:
+        raise SenetError(f"--power {args.power}: expected a chance from 0.5 to below 1")
+    for name in ("effect", "std"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise SenetError(f"--{name} {value}: expected error points > 0")
+    book = load_paper_numbers()
+    out = []
+    for grid, costed in zip(grids, plan.grids, strict=True):
+        # The plan's keys run seed-major: the first len(points) are one seed of each point.
+        hours = {p.id: plan.hours(key)
+                 for p, key in zip(grid.points, costed.keys, strict=False)}
+        _, claims, notes = for_grid(grid, book)
+        planned = plan_grid(grid, claims, notes, hours, args.tracking_uri, alpha=args.alpha,
+                            power=args.power, effect=args.effect, std=args.std)
+        out.append(render_seeds(planned))
+    return "\n\n".join(out)
 
 
 def render(plan) -> str:

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     grids = [load_grid(spec) for spec in args.grids]
     _check_distinct(grids)
     classes = {grid.name: check_data(grid, args.data_root) for grid in grids}
+    claims = {grid.name: adaptive_claims(grid, args.seeds) for grid in grids}
     tracking_uri = with_driver(t.absolute_tracking_uri(t.resolve_uri(args.tracking_uri)))
     t.check_tracking(tracking_uri)
     for grid in grids:
@@ -60,13 +61,16 @@ def run(args: argparse.Namespace) -> int:
         storage = open_storage(args.storage)
         for grid in grids:
             _queue_one(q, t, storage, grid, seeds, tracking_uri, args.retry_failed,
-                       classes[grid.name])
+                       classes[grid.name], claims[grid.name])
     _print_plan(grids, args, seeds)
     return 0
 
 
 def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
-               tracking_uri: str, retry_failed: bool, num_classes: int | None) -> None:
+               tracking_uri: str, retry_failed: bool, num_classes: int | None,
+               claims: list[dict[str, Any]]) -> None:
+    from senet.queue import adaptive
+
     queue, _ = q.GridQueue.open_or_create(storage, grid.name)
     # Refuse a name clash before an experiment or parent run is made for it.
     recorded = queue.attrs().get(t.A_GRID_FILE)
@@ -82,7 +86,9 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
 
     ensure_results_view(t.open_client(tracking_uri), tracking[t.A_EXPERIMENT_ID],
                         shows_top5(num_classes))
-    result = q.queue_grid(storage, grid, seeds, retry_failed)
+    result = q.queue_grid(storage, grid, seeds, retry_failed,
+                          extra_slots=adaptive.kept_slots(queue, grid))
+    adaptive.record(queue, grid.adaptive, claims)
     if result.added or result.retried:
         t.set_parent_status(tracking_uri, tracking[t.A_PARENT_RUN], "RUNNING")
     n_seeds = len(seeds if seeds is not None else grid.seeds)
@@ -109,6 +115,10 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
         if result.failed_left:
             line += f"; {result.failed_left} failed (add --retry-failed to queue them again)"
         print(line)
+    if grid.adaptive is not None:
+        a = grid.adaptive
+        print(f"  adaptive seeds: {a.min} per point to start, one more where a claim is "
+              f"undecided, up to {a.max} (alpha {a.alpha:g}); {len(claims)} claim(s) decide")
     print(f"  MLflow experiment {tracking[t.A_EXPERIMENT]!r} "
           f"(id {tracking[t.A_EXPERIMENT_ID]}), parent run {tracking[t.A_PARENT_RUN]}")
     print("\n".join(view_lines(tracking_uri, tracking[t.A_EXPERIMENT_ID])))
@@ -126,6 +136,30 @@ def _print_plan(grids: list[Any], args: argparse.Namespace, seeds: list[int] | N
         print(f"plan: not available ({one_line(exc)})")
         return
     print(f"plan: {plan.summary_line()}")
+
+
+def adaptive_claims(grid: Any, seeds: int | None) -> list[dict[str, Any]]:
+    """The claims that steer an adaptive grid's seeds, resolved to its points (checked
+    before anything is queued); [] for a grid with a fixed list of seeds."""
+    from senet.errors import SenetError
+
+    if grid.adaptive is None:
+        return []
+    if seeds is not None:
+        raise SenetError(f"{grid.path}: --seeds {seeds}: this grid adds seeds where its "
+                         "claims are undecided (seeds = { min, max }); drop --seeds")
+    from analysis.claim_points import for_grid
+    from analysis.paper import load_paper_numbers
+    from senet.queue.adaptive import claimed
+
+    _, claims, _ = for_grid(grid, load_paper_numbers())
+    records = [c.record() for c in claims]
+    judged = [r for r in records if claimed(r) is not None]
+    if not judged:
+        raise SenetError(f"{grid.path}: seeds = {{ min, max }} adds seeds where a claim is "
+                         "undecided, but the grid has no top-1 claim on two of its rows; add "
+                         "claims = [...] or give a list of seeds")
+    return judged
 
 
 def _check_distinct(grids: list[Any]) -> None:

@@ -562,9 +562,12 @@ def grid_keys(grid, seeds: list[int]) -> dict[tuple[str, int], str]:
     return {(p.id, seed): key_of(resolved[p.id], seed) for seed in seeds for p in grid.points}
 
 
-def queue_grid(storage, grid, seeds: list[int] | None, retry_failed: bool) -> QueueResult:
+def queue_grid(storage, grid, seeds: list[int] | None, retry_failed: bool,
+               extra_slots: dict[tuple[str, int], str] | None = None) -> QueueResult:
     """Add a ticket for every (point, seed) of `grid` whose training key has none in any
     grid of the storage; with `retry_failed`, also for keys whose tickets all failed.
+    ``extra_slots``: (point, seed) -> key of slots beyond `seeds` that the grid keeps
+    (seeds the queue added to an adaptive grid's points, senet.queue.adaptive).
     Idempotent; call it under `queue_lock` when other processes may queue at once."""
     from optuna.trial import TrialState
 
@@ -578,6 +581,7 @@ def queue_grid(storage, grid, seeds: list[int] | None, retry_failed: bool) -> Qu
         )
     seeds = list(seeds if seeds is not None else grid.seeds)
     keys = grid_keys(grid, seeds)
+    keys.update(extra_slots or {})
     labels = {p.id: p.label for p in grid.points}
     old_points = attrs.get(A_POINTS, {})
     old_keys = queue.slot_keys(attrs)
@@ -633,6 +637,8 @@ def queue_grid(storage, grid, seeds: list[int] | None, retry_failed: bool) -> Qu
     points = [p.id for p in grid.points]
     order = [(point_id, seed) for i, seed in enumerate(seeds)
              for point_id in (points if i % 2 == 0 else points[::-1])]
+    listed = set(order)
+    order += [slot for slot in keys if slot not in listed]  # the extra slots
     for point_id, seed in order:
         key = keys[(point_id, seed)]
         point = grid.point(point_id)

@@ -61,6 +61,21 @@ class Point:
         return {k: v for k, v in self.settings.items() if k in model_option_keys()}
 
 
+@dataclass(frozen=True)
+class AdaptiveSeeds:
+    """`seeds = { min = 2, max = 8 }`: every point starts with seeds 0..min-1; the queue
+    adds a seed to a point while a claim it takes part in is undecided, up to max
+    (senet.queue.adaptive). ``alpha``: the error rate the claims are decided at."""
+
+    min: int
+    max: int
+    alpha: float = 0.05
+
+
+ADAPTIVE_KEYS = ("min", "max", "alpha")
+MAX_ADAPTIVE_SEEDS = 40  # the stopping rule's boundaries are simulated up to this many
+
+
 @dataclass
 class Grid:
     name: str
@@ -71,6 +86,7 @@ class Grid:
     seeds: list[int]
     points: list[Point] = field(default_factory=list)
     baseline: str | None = None  # id of the row the others are compared against
+    adaptive: AdaptiveSeeds | None = None  # seeds = {min, max}: `seeds` are the first min
 
     def point(self, point_id: str) -> Point:
         for p in self.points:
@@ -217,15 +233,18 @@ class _Parser:
         if declared is not None and (not declared.strip() or declared.strip() != declared):
             raise self.fail("name", f"expected a non-empty name without outer spaces, "
                                     f"got {declared!r}")
+        seeds = meta.get("seeds", [0])
+        adaptive = self._adaptive(seeds) if isinstance(seeds, dict) else None
         return Grid(
             name=grid_name(self.path),
             path=self.path,
             title=self._string(meta, "title", default=grid_name(self.path)),
             paper_table=self._string(meta, "paper_table", default=None),
             paper_ref=self._string(meta, "paper_ref", default=None),
-            seeds=self._seeds(meta.get("seeds", [0])),
+            seeds=list(range(adaptive.min)) if adaptive else self._seeds(seeds),
             points=points,
             baseline=baseline,
+            adaptive=adaptive,
         )
 
     # -- pieces of the file
@@ -249,10 +268,33 @@ class _Parser:
     def _seeds(self, value: Any) -> list[int]:
         ok = isinstance(value, list) and value and all(_is_int(s) and s >= 0 for s in value)
         if not ok:
-            raise self.fail("seeds", f"expected a non-empty list of integers >= 0, got {value!r}")
+            raise self.fail("seeds", f"expected a non-empty list of integers >= 0 or a table "
+                                     f"{{ min = 2, max = 8 }}, got {value!r}")
         if len(set(value)) != len(value):
             raise self.fail("seeds", f"repeated seed in {value!r}")
         return list(value)
+
+    def _adaptive(self, table: dict[str, Any]) -> AdaptiveSeeds:
+        unknown = sorted(set(table) - set(ADAPTIVE_KEYS))
+        if unknown:
+            raise self.fail(f"seeds.{unknown[0]}", f"unknown key; adaptive seeds take "
+                                                   f"{', '.join(ADAPTIVE_KEYS)}")
+        for key in ("min", "max"):
+            if key not in table:
+                raise self.fail("seeds", f"adaptive seeds need both min and max, e.g. "
+                                         f"{{ min = 2, max = 8 }}; {key} is missing")
+        low, high = table["min"], table["max"]
+        if not _is_int(low) or low < 2:
+            raise self.fail("seeds.min", f"expected an integer >= 2 (a claim needs two seeds "
+                                         f"per row to judge its noise), got {low!r}")
+        if not _is_int(high) or not low <= high <= MAX_ADAPTIVE_SEEDS:
+            raise self.fail("seeds.max", f"expected an integer from min ({low}) to "
+                                         f"{MAX_ADAPTIVE_SEEDS}, got {high!r}")
+        alpha = table.get("alpha", 0.05)
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 0.5:
+            raise self.fail("seeds.alpha", f"expected an error rate between 0 and 0.5, "
+                                           f"got {alpha!r}")
+        return AdaptiveSeeds(low, high, float(alpha))
 
     def _settings(self, table: dict[str, Any], prefix: str) -> dict[str, tuple[Any, str]]:
         """Checks keys and value types; returns key -> (value, origin `prefix.key`)."""

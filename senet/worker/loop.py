@@ -30,6 +30,7 @@ from senet.errors import (
     one_line,
 )
 from senet.progress import format_duration
+from senet.queue import adaptive
 from senet.queue import search as searches
 from senet.queue import tickets as q
 from senet.queue.storage import open_storage
@@ -221,6 +222,7 @@ class Worker:
         k = 1 if self.train_fn is not None else self.cfg.pack  # a test's train_fn trains one
         for queue in queues:
             searches.refill(queue)  # a search asks its sampler for the next trial here
+            adaptive.refill(queue, self.cfg.storage)  # a seed where a claim is undecided
             tickets = queue.claim(self.cfg.grace_s, k, joins=self._joins(queue), log=self.say)
             if tickets:
                 return queue, tickets
