@@ -224,7 +224,7 @@ def test_configs_of_a_reduction_and_gate_grid_share_one_pack():
      r"differ in lr \(0\.1 vs 0\.05\)"),
     (_cfg(0, reduction=16), r"are the same training \(settings and seed\)"),
     (TrainConfig("se_resnet110", dataset="cifar10", preset="cifar-preact-ablation",
-                 compile=True), r"differ in compile \(False vs True\)"),
+                 compile=True), r"differ in compile \(None vs True\)"),
 ])
 def test_configs_that_cannot_share_a_pack_say_why_in_one_line(other, reason):
     why = why_not_one_pack([_cfg(0), other])
