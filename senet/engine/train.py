@@ -232,6 +232,7 @@ def _set_up(cfgs: list[TrainConfig], log: Callable[[int, str], None] | None,
     from senet.engine.schedule import Schedule
     from senet.models import build
     from senet.models.flops import count
+    from senet.tracking.store import resolve_uri
 
     rank, world = _distributed()
     if world > 1 and len(cfgs) > 1:
@@ -254,8 +255,8 @@ def _set_up(cfgs: list[TrainConfig], log: Callable[[int, str], None] | None,
     # A mistyped dataset is refused before the tracking store is touched (a new store
     # would be created for nothing), and before any image is read or any folder made.
     _check_num_classes(check_dataset(first.dataset, first.data_root), settings, first.dataset)
-    for out in outs:
-        _make_out(out)
+    for cfg in cfgs:
+        resolve_uri(cfg.tracking_uri)  # a malformed tracking URI is refused here, in one line
 
     # Under torchrun a streamed dataset reads and decodes only this rank's slice of every
     # global batch; in-memory data hands each rank the whole batch, sliced below.
@@ -268,6 +269,9 @@ def _set_up(cfgs: list[TrainConfig], log: Callable[[int, str], None] | None,
         raise SenetError(
             f"dataset {base.name}: {base.train_len} training images give no full batch of "
             f"{settings.batch_size}; lower --batch-size or raise --subset")
+    # Folders only now: a command refused above (a corrupt image, a bad URI) leaves none.
+    for out in outs:
+        _make_out(out)
     compiled = use_compile(first, device, base)
     if compiled:
         share_inductor_cache()

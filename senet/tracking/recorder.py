@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from senet.errors import SenetError, one_line
+from senet.errors import SenetError, first_sentence
 from senet.queue.storage import redact, with_driver
 from senet.tracking.store import (
     IDENTITY_TAGS,
@@ -70,10 +70,10 @@ class Recorder:
             if self.run_id is None:
                 raise SenetError(
                     f"MLflow tracking store {redact(self.uri)} is unreachable or unusable: "
-                    f"{one_line(exc)[:200]}") from None
+                    f"{first_sentence(exc)}") from None
             raise TrackingLost(
                 f"MLflow tracking store {redact(self.uri)} failed while {what} "
-                f"(run {self.run_id}): {one_line(exc)[:200]}; the checkpoint of the last "
+                f"(run {self.run_id}): {first_sentence(exc)}; the checkpoint of the last "
                 "finished epoch is kept and the run left open: run the same command with "
                 "--resume once the store answers again, and it continues the same run"
             ) from None
