@@ -24,10 +24,10 @@ def run(args: argparse.Namespace) -> int:
 
     from senet.commands.common import queue_name
     from senet.queue import tickets as q
-    from senet.queue.storage import open_storage
+    from senet.queue.storage import open_storage, resolve_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = args.storage or q.DEFAULT_STORAGE
+    url = resolve_storage(args.storage)
     if not args.grid and "://" not in url and not Path(url).is_file():
         queues = []  # nothing queued here yet: an empty report, not an error
     else:

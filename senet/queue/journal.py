@@ -166,6 +166,6 @@ class JournalFile(BaseJournalBackend):
             f"queue journal {self.path} is damaged at line {line} of {total} (not a whole "
             f"record: the file was cut or overwritten there); keep the {keep} record(s) "
             f"before it with `mv {self.path} {self.path}.damaged && head -n {keep} "
-            f"{self.path}.damaged > {self.path}`, then run `senet work` again: it redoes the "
-            "tickets whose records were lost, and trainings already finished in MLflow are "
-            "not trained again")
+            f"{self.path}.damaged > {self.path}`, then queue its grids again (`senet queue "
+            "GRID` adds only what is missing) and run `senet work`: trainings already "
+            "finished in MLflow are not trained again")
