@@ -145,6 +145,7 @@ def run_training(
     from senet.engine.schedule import Schedule
     from senet.models import build
     from senet.models.flops import count
+    from senet.tracking.restart import run_to_continue
     from senet.tracking.store import RunTracker, tracked_run
 
     rank, world = _distributed()
@@ -225,6 +226,8 @@ def run_training(
     evaluator = make_evaluator(model, amp_dtype=amp_dtype, graphs=graphs,
                                batch_size=plan.batch_size if graphs else None)
     tags = _run_tags(cfg, device)
+    if tracker and not state["history"]:  # epoch 1 again: never in a run that logged epochs
+        state["run_id"] = run_to_continue(tracker, state["run_id"], tags, say)
 
     # -- the epochs, inside the MLflow run (closed FINISHED, FAILED or KILLED on leaving)
     with tracked_run(tracker, run_id=state["run_id"], tags=tags,
@@ -555,13 +558,14 @@ def _log_results(tracker: Any, model: nn.Module, data: Any, out: Path, summary: 
     """Final metrics, weights, excitation statistics and the summary; the run itself is
     closed by ``tracked_run``. Idempotent: a finish interrupted and resumed logs each final
     metric once (artifacts are overwritten in place)."""
+    from senet.engine import checkpoint
     from senet.excitation.probe import excitation_stats
     from senet.models import se_blocks
 
     tracker.log_metrics_once({k: float(summary[k]) for k in (
         *FINAL_METRICS, "params", "gmacs", "wall_time_s")})
     weights = out / "weights.pt"
-    torch.save(model.state_dict(), weights)
+    checkpoint.atomic_save(model.state_dict(), weights)  # a full disk: one line, no half file
     tracker.log_artifact(weights, "model")
     tracker.log_artifact(out / "config.json")
     if se_blocks(model):
