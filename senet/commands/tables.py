@@ -41,7 +41,9 @@ def open_grids(tracking_uri: str | None, grids: list[str], verb: str):
     client = open_client(tracking_uri)
     names = list(grids) or grid_names(client)
     if not names:
-        print(f"nothing to {verb}: no grid runs in {client.tracking_uri}")
+        from senet.queue.storage import redact
+
+        print(f"nothing to {verb}: no grid runs in {redact(client.tracking_uri)}")
         return None
     return client, names
 

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from senet.errors import SenetError, TrainingFailed, TrainingStopped, one_line
-from senet.queue.storage import backend, connect_timeout, redact, sqlite_path, with_driver
+from senet.queue.storage import (
+    backend,
+    connect_timeout,
+    password_hint,
+    redact,
+    sqlite_path,
+    with_driver,
+    without_password,
+)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -111,7 +119,8 @@ def check_tracking(uri: str) -> None:
             engine.dispose()
         except Exception as exc:
             raise SenetError(
-                f"cannot reach MLflow tracking database {redact(uri)}: {one_line(exc)}"
+                f"cannot reach MLflow tracking database {redact(uri)}: "
+                f"{password_hint(uri, one_line(exc))}"
             ) from None
     elif (path := sqlite_path(uri)) is not None:
         try:
@@ -170,7 +179,7 @@ def ensure_store(uri: str) -> None:
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any store failure gets one line
             raise SenetError(f"tracking store {redact(uri)} is unusable: "
-                             f"{one_line(exc)[:300]}") from None
+                             f"{one_line(exc, limit=300)}") from None
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _READY_STORES.add(str(path))
@@ -179,12 +188,17 @@ def ensure_store(uri: str) -> None:
 def open_client(uri: str) -> Any:
     """An MlflowClient for ``uri``, its store created and migrated first (see ensure_store).
     Every senet module that reads or writes MLflow opens its client here."""
+    import logging
+
     from mlflow import MlflowClient
 
     # MLflow caches one store per URI string for the whole process: a relative SQLite URI
     # would keep reading the first folder's file after a chdir.
     uri = absolute_tracking_uri(uri)
     prepare_env(uri)
+    # Its SQL store logs every database error with three chained tracebacks before raising
+    # it; senet reports the error itself, in one line (TrackingLost, SenetError).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     ensure_store(uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -271,13 +285,17 @@ class GridAttrs(Protocol):
     def set_attr(self, key: str, value: Any) -> None: ...
 
 
-def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str) -> dict[str, str]:
+def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str,
+                         grid_file: str | None = None) -> dict[str, str]:
     """Create the grid's MLflow experiment and parent run once, and record them in the
     study so every worker nests its runs under the same parent without racing to create
-    it. Re-running finds the existing ones (by study attrs, then by tags)."""
+    it. Re-running finds the existing ones (by study attrs, then by tags). ``grid_file``
+    is tagged on the parent run: `senet tables NAME` finds a grid file that lives outside
+    experiments/ through it."""
     client = open_client(tracking_uri)
     attrs = queue.attrs()
-    if attrs.get(A_TRACKING_URI) not in (None, tracking_uri):
+    recorded_uri = without_password(tracking_uri)  # never a password in the queue
+    if attrs.get(A_TRACKING_URI) not in (None, recorded_uri):
         # Queued before against another tracking store: its parent run is not in this one.
         attrs = {k: v for k, v in attrs.items() if k not in (A_PARENT_RUN, A_EXPERIMENT_ID)}
     experiment_name = attrs.get(A_EXPERIMENT) or queue.name
@@ -292,6 +310,8 @@ def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str) -> dict[str, str]:
             else:
                 run = client.create_run(experiment_id, tags=parent_tags, run_name=queue.name)
                 parent = run.info.run_id
+        if grid_file and client.get_run(parent).data.tags.get(A_GRID_FILE) != grid_file:
+            client.set_tag(parent, A_GRID_FILE, grid_file)
     except SenetError:
         raise
     except Exception as exc:
@@ -300,7 +320,7 @@ def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str) -> dict[str, str]:
         A_EXPERIMENT: experiment_name,
         A_EXPERIMENT_ID: experiment_id,
         A_PARENT_RUN: parent,
-        A_TRACKING_URI: tracking_uri,
+        A_TRACKING_URI: recorded_uri,
     }
     for key, value in wanted.items():
         if attrs.get(key) != value:
@@ -378,7 +398,7 @@ class RunTracker:
         except Exception as exc:  # noqa: BLE001 - any backend failure gets one line
             raise TrackingLost(
                 f"MLflow tracking store {redact(self.uri)} failed while {what} "
-                f"(run {self.run_id}): {one_line(exc)[:200]}; the checkpoint of the last "
+                f"(run {self.run_id}): {one_line(exc, limit=200)}; the checkpoint of the last "
                 "finished epoch is kept and the run left open: run the same command with "
                 "--resume once the store answers again, and it continues the same run"
             ) from None
@@ -406,6 +426,8 @@ class RunTracker:
                 mlflow.end_run()
             if run_id is not None:
                 run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+                for stale in {TAG_FAIL_REASON, TAG_STOP_REASON} & set(run.data.tags):
+                    client.delete_tag(run_id, stale)  # why it stopped last time, not now
             else:
                 run = mlflow.start_run(
                     experiment_id=exp_id, run_name=run_name, tags=tags,
@@ -416,7 +438,7 @@ class RunTracker:
         except Exception as exc:  # noqa: BLE001 - any backend failure gets one line
             raise SenetError(
                 f"MLflow tracking store {redact(self.uri)} is unreachable or unusable: "
-                f"{one_line(exc)[:200]}"
+                f"{one_line(exc, limit=200)}"
             ) from None
         self.run_id = run.info.run_id
         return self.run_id
