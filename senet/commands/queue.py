@@ -74,7 +74,7 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
             f"{grid.path}: grid name {grid.name!r} is already taken in this queue by "
             f"{recorded}; declare another with name = \"...\" at the top of the file")
     # Experiment and parent run first: workers skip a grid until they exist.
-    tracking = t.ensure_grid_tracking(queue, tracking_uri)
+    tracking = t.ensure_grid_tracking(queue, tracking_uri, str(grid.path))
     result = q.queue_grid(storage, grid, seeds, retry_failed)
     if result.added or result.retried:
         t.set_parent_status(tracking_uri, tracking[t.A_PARENT_RUN], "RUNNING")

@@ -64,7 +64,7 @@ def start(search, args: argparse.Namespace) -> int:
         if attrs.get(key) != value:
             queue.set_attr(key, value)
     # Experiment and parent run first: workers skip a queue until they exist.
-    tracking = t.ensure_grid_tracking(queue, tracking_uri)
+    tracking = t.ensure_grid_tracking(queue, tracking_uri, str(search.path))
     # The first generation: the paper's uniform settings, waiting in the study since
     # it was created, get their tickets now; the sampler proposes the rest as workers ask.
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
