@@ -75,10 +75,15 @@ def without_password(url: str) -> str:
     """The URL with no password at all: what senet stores (config.json, study attributes)
     and puts in the commands it prints. The database driver finds the password itself
     (PGPASSWORD, ~/.pgpass), so a stored URL still connects where those are set up."""
+    from sqlalchemy.engine import URL
+
     parsed = parse_url(url)
     if parsed is None or parsed.password is None:
         return url
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    # URL.set(password=None) keeps the password (None there means "unchanged").
+    bare = URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port,
+                      parsed.database, parsed.query)
+    return bare.render_as_string(hide_password=False)
 
 
 NO_PASSWORD_HINT = ("senet stores no passwords: give it to the driver with PGPASSWORD or "

@@ -83,6 +83,17 @@ def resolve_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def password_from_env(uri: str | None) -> str | None:
+    """A stored tracking URI (kept without its password) with the password that
+    $MLFLOW_TRACKING_URI gives, when that names the same store: how workers get a password
+    that `senet queue` was given but did not store."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri or not env:
+        return uri
+    full = with_driver(absolute_tracking_uri(env))
+    return full if without_password(full) == uri else uri
+
+
 def absolute_tracking_uri(uri: str) -> str:
     """sqlite:///mlflow.db -> sqlite:////abs/mlflow.db, so workers started from another
     folder write to the same database as `senet queue` did."""

@@ -257,7 +257,7 @@ class Worker:
         )
 
     def _tracking_uri(self, attrs: dict[str, Any]) -> str:
-        recorded = attrs.get(tracking.A_TRACKING_URI)
+        recorded = tracking.password_from_env(attrs.get(tracking.A_TRACKING_URI))
         return self.cfg.tracking_uri or recorded or tracking.DEFAULT_TRACKING_URI
 
     def _train(self, queue: q.GridQueue, ticket: q.Ticket) -> None:
