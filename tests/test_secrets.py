@@ -112,9 +112,10 @@ def test_a_password_in_the_urls_is_never_stored_or_printed(tmp_path, postgres_ur
 @pytest.mark.parametrize("command", [["queue", "GRID"], ["status"], ["plan", "GRID"],
                                      ["work"]])
 def test_a_wrong_password_is_one_line_for_every_command(tmp_path, postgres_url, capsys,
-                                                        command):
+                                                        monkeypatch, command):
     from senet.cli import main as cli_main
 
+    monkeypatch.chdir(tmp_path)  # `senet queue` checks ./mlflow.db before the storage
     grid = tmp_path / "g.toml"
     grid.write_text(GRID)
     wrong = make_url(postgres_url).set(password="not-the-password").render_as_string(
