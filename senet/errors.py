@@ -62,6 +62,20 @@ def shorten(text: str, limit: int) -> str:
     return f"{' '.join(head)} … {tail}"
 
 
+def caused_by(exc: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+              ) -> bool:
+    """Whether ``exc`` or anything in its chain (causes, and the errors being handled when
+    each was raised) is one of ``kinds``: libraries wrap a driver's error in their own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class TicketFinished(Exception):
     """A queue ticket was already finished (e.g. reaped) when this worker wrote to it.
     Internal: workers catch it; it never reaches the user."""

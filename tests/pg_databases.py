@@ -21,6 +21,15 @@ def _admin(url: str):
     return conn
 
 
+def tiny_grid(**changes: object) -> str:
+    """A one-point grid of seconds-long CPU trainings, as TOML; ``changes`` override keys
+    (a value that is a str is written as given: TOML text)."""
+    settings: dict[str, object] = {
+        "title": '"pg"', "dataset": '"builtin"', "preset": '"fast"', "model": '"se_resnet20"',
+        "epochs": 1, "subset": 100, "batch_size": 50, "workers": 0, "seeds": "[0]", **changes}
+    return "".join(f"{k} = {v}\n" for k, v in settings.items()) + "[axes]\nreduction = [4]\n"
+
+
 def url_of(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 

@@ -12,7 +12,7 @@ import pytest
 import warm_procs
 from conftest import wait_for
 from mlflow import MlflowClient
-from pg_databases import databases, set_reachable
+from pg_databases import databases, set_reachable, tiny_grid
 
 from senet.errors import SenetError
 from senet.queue.storage import with_driver
@@ -72,20 +72,7 @@ def test_only_unreachable_stores_are_waited_for():
         outage.call("queue storage", int, "not a number")
 
 
-GRID = """
-title = "outage"
-dataset = "builtin"
-preset = "fast"
-model = "se_resnet20"
-epochs = 5
-subset = 100
-batch_size = 50
-workers = 0
-seeds = [0]
-
-[axes]
-reduction = [4]
-"""
+GRID = tiny_grid(epochs=5)
 
 
 @pytest.mark.slow

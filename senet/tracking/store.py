@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from senet.errors import SenetError, TrainingFailed, TrainingStopped, one_line
+from senet.errors import SenetError, TrainingFailed, TrainingStopped, caused_by, one_line
 from senet.queue.storage import (
     backend,
     connect_timeout,
@@ -367,17 +367,6 @@ def close_orphan_runs(tracking_uri: str, experiment_id: str, tags: dict[str, str
     return closed
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
 # ---------------------------------------------------------------------------
 # The run of one training
 
@@ -558,7 +547,7 @@ class RunTracker:
             # two steps, so two workers starting on the same data at once can both try the
             # insert; the loser gets an IntegrityError (wrapped in an MlflowException). By
             # then the row exists and a second call just links it to this run.
-            if not _caused_by(exc, IntegrityError):
+            if not caused_by(exc, IntegrityError):
                 raise
             mlflow.log_input(dataset, context=context)
 

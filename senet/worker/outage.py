@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from senet.errors import SenetError, one_line
+from senet.errors import SenetError, caused_by, one_line
 from senet.queue.storage import env_seconds
 
 WAIT_ENV = "SENET_OUTAGE_WAIT_S"
@@ -41,14 +41,7 @@ def is_outage(exc: BaseException) -> bool:
         kinds += (RequestsConnectionError, Timeout)
     except ImportError:
         pass
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kinds):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return caused_by(exc, kinds)
 
 
 class Outage:
