@@ -9,8 +9,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.gridspec import GridSpec, load_spec
-from analysis.runs import fetch_runs, grid_names
+from analysis.runs import fetch_runs, grid_names, recorded_grid_file
 from senet.errors import SenetError
+from senet.queue.storage import redact
 
 
 @dataclass
@@ -31,11 +32,12 @@ def gather(client: Any, grids: Sequence[str]) -> list[GridRuns]:
     names = list(grids) or grid_names(client)
     if not names:
         raise SenetError(
-            f"no grid runs found in MLflow ({client.tracking_uri}); name a grid, "
+            f"no grid runs found in MLflow ({redact(client.tracking_uri)}); name a grid, "
             "or pass --tracking-uri"
         )
     found = []
     for name in names:
-        spec = load_spec(name, runs_for)
-        found.append(GridRuns(spec, runs_for(spec.name)))
+        spec = load_spec(name, runs_for, lambda grid: recorded_grid_file(client, grid))
+        runs = fetch_runs(client, spec.name, spec.slots) if spec.slots else runs_for(spec.name)
+        found.append(GridRuns(spec, runs))
     return found

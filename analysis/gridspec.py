@@ -37,6 +37,9 @@ class GridSpec:
     claims: tuple[Claim, ...] = ()  # the grid's own claims, rows named by point label
     path: Any = None  # the grid file, when there is one
     adaptive: Any = None  # senet.settings.grid.AdaptiveSeeds for `seeds = { min, max }`
+    # training key -> (point id, seed, label) of the grid file; None without a file. A
+    # grid's runs are found by these keys, whichever grid's ticket trained them.
+    slots: dict[str, tuple[str, int, str]] | None = None
 
     @property
     def baseline_point(self) -> PointSpec:
@@ -56,7 +59,14 @@ class GridSpec:
 
     @property
     def folder(self) -> str:
-        """Output folder under --out: the grid's whole name (`cifar10/reduction`, `demo`)."""
+        """Output folder under --out: the grid's whole name (`cifar10/reduction`, `demo`).
+        Checked again here: a name read back from MLflow tags never leaves --out."""
+        from senet.settings.grid import name_problem
+
+        problem = name_problem(self.name)
+        if problem:
+            raise SenetError(f"grid name {self.name!r}: {problem}; its tables and figures "
+                             "would be written outside the output folder")
         return self.name
 
 
@@ -107,7 +117,19 @@ def from_grid(grid: Any) -> GridSpec:
         claims=_grid_claims(grid),
         path=getattr(grid, "path", None),
         adaptive=getattr(grid, "adaptive", None),
+        slots=_slots(grid),
     )
+
+
+def _slots(grid: Any) -> dict[str, tuple[str, int, str]] | None:
+    from senet.queue.tickets import grid_keys
+
+    try:
+        keys = grid_keys(grid, grid.seeds)
+    except (SenetError, AttributeError):
+        return None  # not a grid file's Grid (a test's stand-in): the tags decide
+    labels = {p.id: p.label for p in grid.points}
+    return {key: (point, seed, labels[point]) for (point, seed), key in keys.items()}
 
 
 def with_seeds_run(spec: GridSpec, runs: pd.DataFrame) -> GridSpec:
@@ -150,15 +172,23 @@ def from_runs(name: str, runs: pd.DataFrame) -> GridSpec:
     )
 
 
-def load_spec(spec: str, runs_for: Callable[[str], pd.DataFrame] | None = None) -> GridSpec:
-    """The grid named or located by ``spec``. ``runs_for(name)`` supplies runs for grids
-    that have no file (e.g. one since deleted); a name with neither file nor runs is an error."""
+def load_spec(spec: str, runs_for: Callable[[str], pd.DataFrame] | None = None,
+              recorded_file: Callable[[str], str | None] | None = None) -> GridSpec:
+    """The grid named or located by ``spec``. ``recorded_file(name)`` gives the file a
+    queued grid was queued from (a grid declared with `name =` outside experiments/);
+    ``runs_for(name)`` supplies runs for grids that have no file (e.g. one since deleted);
+    a name with neither file nor runs is an error."""
     from senet.settings.grid import load_grid, resolve_grid_path
 
     try:
         resolve_grid_path(spec)
     except SenetError:
         name = spec.removesuffix(".toml")
+        found = recorded_file(name) if recorded_file is not None else None
+        if found is not None:
+            grid = load_grid(found)
+            if grid.name == name:
+                return from_grid(grid)
         runs = runs_for(name) if runs_for is not None else None
         if runs is None or runs.empty:
             raise  # the grid module's message lists the grids there are

@@ -16,13 +16,14 @@ class QueueReader:
     """Opens the queue storage once; ``for_grid`` gives a lookup per grid."""
 
     def __init__(self, storage_url: str | None) -> None:
-        from senet.queue.storage import DEFAULT_STORAGE, open_storage, redact
+        from senet.queue.storage import DEFAULT_STORAGE, open_storage, redact, resolve_storage
 
-        url = storage_url or DEFAULT_STORAGE
+        url = resolve_storage(storage_url)
         self.where = redact(url)
-        # Without --storage, only read a default journal that exists: opening one would
-        # create it, and a tables run must not leave an empty queue behind.
-        if storage_url is None and not Path(DEFAULT_STORAGE).is_file():
+        # Only read a journal that exists: opening one would create it, and a tables run
+        # must not leave an empty queue behind. A default one that is not there is no queue;
+        # one the user named is an error.
+        if "://" not in url and not Path(url).is_file() and url == DEFAULT_STORAGE:
             self.storage = None
         else:
             self.storage = open_storage(url, create=False)  # a mistyped --storage: one line

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from senet.errors import SenetError, first_sentence
-from senet.queue.storage import redact
+from senet.queue.storage import password_hint, redact, with_driver
 from senet.tracking.store import A_GRID as TAG_GRID
 from senet.tracking.store import T_KEY as TAG_KEY
 from senet.tracking.store import T_LABEL as TAG_LABEL
@@ -59,8 +59,9 @@ def open_client(tracking_uri: str | None = None) -> MlflowClient:
     from mlflow import MlflowClient
 
     # absolute: MLflow caches one store per URI string, so a relative SQLite URI would keep
-    # reading the first folder's file after a chdir
-    uri = absolute_tracking_uri(resolve_uri(tracking_uri))
+    # reading the first folder's file after a chdir; a postgresql:// URI gets the driver
+    # that is installed, as training's does (SQLAlchemy 2.1 would pick psycopg 3)
+    uri = with_driver(absolute_tracking_uri(resolve_uri(tracking_uri)))
     if uri.startswith(("http://", "https://")):
         check_tracking(uri)  # seconds and one line, not MLflow's retries and traceback
     prepare_env(uri)
@@ -89,9 +90,9 @@ def _search(client: MlflowClient, filter_string: str) -> list:
         ids = _experiment_ids(client)
     except Exception as exc:  # noqa: BLE001 - any backend failure becomes one line
         raise SenetError(
-            f"MLflow tracking store {client.tracking_uri} cannot be read "
-            f"({first_sentence(exc)}); give --tracking-uri an MLflow store: "
-            "sqlite:///PATH/mlflow.db or http://HOST:PORT"
+            f"MLflow tracking store {redact(client.tracking_uri)} cannot be read "
+            f"({password_hint(client.tracking_uri, first_sentence(exc))}); give "
+            "--tracking-uri an MLflow store: sqlite:///PATH/mlflow.db or http://HOST:PORT"
         ) from None
     # The SQL store caps how many experiments one query may name.
     for i in range(0, len(ids), 100):
@@ -169,6 +170,18 @@ def fetch_runs(client: MlflowClient, grid: str | None = None,
     if frame.empty:
         return pd.DataFrame(columns=BASE_COLUMNS)
     return frame.sort_values(["point", "seed", "start_time"], kind="stable").reset_index(drop=True)
+
+
+def recorded_grid_file(client: MlflowClient, grid: str) -> str | None:
+    """The grid file ``grid`` was queued from, as tagged on its parent run, if it still
+    exists."""
+    from senet.tracking.store import A_GRID_FILE, TAG_ROLE
+
+    for run in _search(client, tag_filter({TAG_GRID: grid, TAG_ROLE: "grid"})):
+        path = run.data.tags.get(A_GRID_FILE)
+        if run.data.tags.get(TAG_GRID) == grid and path and Path(path).is_file():
+            return path
+    return None
 
 
 def grid_names(client: MlflowClient) -> list[str]:

@@ -1,4 +1,4 @@
-"""Fault drill: the reliability cases of issue 13, run as a user would, one row each.
+"""Fault drill: the reliability cases of issues 13 and 23, run as a user would, one row each.
 
     python benchmarks/fault_drill.py [--only SUBSTRING] [--markdown]
 
@@ -7,7 +7,8 @@ queue stores, and checks what a user needs: the right exit code, one line of err
 names the input, nothing recorded wrong (no diverged run FINISHED, no run left RUNNING,
 no duplicate tickets) and nothing lost. Cases about read-only files run as the user
 `nobody` when the drill runs as root (root may write anywhere). Prints one row per case
-and exits 1 if any case fails.
+and exits 1 if any case fails. Issue 23's cases (damaged and full storage, secrets, paths)
+are in benchmarks/drill_issue23.py.
 """
 
 from __future__ import annotations
@@ -16,126 +17,32 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-PY = sys.executable
-# The drill checks what is recorded, not accuracy: 300 training and 20 validation images
-# per class of the built-in data keep each case's trainings to seconds.
-DRILL_ENV = {"SENET_SYSTEM_METRICS": "0", "PYTHONUNBUFFERED": "1",
-             "SENET_BUILTIN_PER_CLASS": "300,20"}
-TINY = ["--epochs", "1", "--subset", "200", "--batch-size", "50", "--device", "cpu"]
-
-
-@dataclass
-class Result:
-    passed: bool
-    happened: str
-
-
-@dataclass
-class Case:
-    name: str
-    expect: str
-    check: Callable[[Path], Result]
-
-
-# ---------------------------------------------------------------------------
-# Running the CLI
-
-
-def _env(cwd: Path, extra: dict[str, str] | None) -> dict[str, str]:
-    return {**os.environ, **DRILL_ENV, "HOME": str(cwd), **(extra or {})}
-
-
-def senet(*args: str, cwd: Path, timeout: float = 300, nobody: bool = False,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    cmd = [PY, "-m", "senet", *args]
-    if nobody and os.geteuid() == 0:
-        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=_env(cwd, env))
-
-
-def spawn(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [PY, "-m", "senet", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=_env(cwd, env),
-    )
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str | None:
-    """The one-line error, or None if the failure was not reported as one."""
-    err = [line for line in proc.stderr.splitlines() if line.strip()]
-    if "Traceback" in proc.stderr or not err or proc.returncode != 2:
-        return None
-    last = err[-1]
-    return last if ": error: " in last else None
-
-
-def one_line_error(*words: str) -> Callable[[subprocess.CompletedProcess], Result]:
-    """A check: exit 2, no traceback, a last line `senet X: error: ...` naming words."""
-
-    def check(proc: subprocess.CompletedProcess) -> Result:
-        line = error_line(proc)
-        if line is None:
-            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:120]
-            return Result(False, f"exit {proc.returncode}, "
-                                 f"{'traceback' if 'Traceback' in proc.stderr else 'no error line'}"
-                                 f": {tail}")
-        missing = [w for w in words if w.lower() not in line.lower()]
-        return Result(not missing, line[:160] + (f" (does not name {missing})" if missing else ""))
-
-    return check
-
-
-def runs(cwd: Path, db: str = "mlflow.db") -> list:
-    from senet.tracking.store import open_client
-
-    path = cwd / db
-    if not path.exists():
-        return []
-    # Through senet's lock: opening a store that a `senet train` is still creating would
-    # otherwise race its migration (and break it, which is what case 1 is about).
-    client = open_client(f"sqlite:///{path}")
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return [r for r in client.search_runs(exps, "") if r.data.tags.get("senet.role") != "grid"]
-
-
-def statuses(cwd: Path, db: str = "mlflow.db") -> list[str]:
-    return sorted(r.info.status for r in runs(cwd, db))
-
-
-def grid_file(path: Path, body: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(body))
-    return path
-
-
-TINY_GRID = """\
-    title = "{title}"
-    dataset = "builtin"
-    preset = "fast"
-    model = "se_resnet20"
-    epochs = 1
-    subset = 200
-    batch_size = 50
-    workers = 0
-    seeds = [0]
-
-    [axes]
-    reduction = {reductions}
-"""
-
+import drill_issue23 as issue23
+from drill_kit import (  # benchmarks/ is on the path when run as a script
+    PY,
+    TINY,
+    TINY_GRID,
+    Case,
+    Result,
+    error_line,
+    grid_file,
+    one_line_error,
+    runs,
+    senet,
+    spawn,
+    statuses,
+)
 
 # ---------------------------------------------------------------------------
 # The numbered cases of issue 13
@@ -378,15 +285,22 @@ def server_dies(tmp: Path) -> Result:
         # The training talks to the store when an epoch ends: the line comes then, not after
         # minutes of retries. Allowed: the epoch in flight plus 30 s.
         in_time = took < first_epoch + 30
-        first = (f"{res.happened[:90]}; {tracebacks} tracebacks; exit {took:.0f} s after the "
-                 f"kill (an epoch took ≤ {first_epoch:.0f} s)")
+        # The store's reason is whole or shortened between words (" … "), never cut at a
+        # fixed length mid-word ("log-batc", issue 23).
+        found = re.search(r"\): (.*); the checkpoint of the last", error_line(done) or "")
+        reason = found.group(1) if found else ""
+        whole = bool(found) and (" … " in reason or len(reason) < 200)
+        first = (f"{res.happened[:50]} … {reason[-60:]}; reason whole: {whole}; {tracebacks} "
+                 f"tracebacks; exit {took:.0f} s after the kill (an epoch took ≤ "
+                 f"{first_epoch:.0f} s)")
         server = _start_server(tmp, port)
         try:
             again = senet(*args, "--resume", cwd=tmp, timeout=600).returncode
         except subprocess.TimeoutExpired:
             again = "none (still training after 600 s)"
         st = statuses(tmp, "server.db")
-        ok = res.passed and not tracebacks and in_time and again == 0 and st == ["FINISHED"]
+        ok = res.passed and whole and not tracebacks and in_time and again == 0 \
+            and st == ["FINISHED"]
         return Result(ok, f"{first}; resume exit {again}; runs {st}")
     finally:
         _kill_server(server)
@@ -485,8 +399,9 @@ CASES = [
          cli_case(["queue", "g.toml"], "lr", setup=_grid_setup(
              TINY_GRID.format(title="G", reductions="[4]") + "lr = 1e400\n"))),
     Case("the MLflow server dies mid-run",
-         "one line when the epoch in flight ends, no retries; --resume finishes the run",
-         server_dies),
+         "one line (whole, not cut mid-word) when the epoch in flight ends, no retries; "
+         "--resume finishes the run", server_dies),
+    *issue23.CASES,
 ]
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+from pathlib import Path
 
 from senet import __version__
 from senet.commands import COMMANDS
@@ -33,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except SenetError as exc:
         print(f"senet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A full disk anywhere (a summary, a table): one line, like the checkpoint's.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not exc.filename:
+            raise
+        from senet.disk import write_error
+
+        advice = "free some space there, then run the command again"
+        print(f"senet {args.command}: error: {write_error(exc, Path(exc.filename), advice)}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"senet {args.command}: interrupted", file=sys.stderr)

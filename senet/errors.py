@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class SenetError(Exception):
     """An error the CLI prints as one line (no traceback)."""
@@ -20,14 +22,63 @@ class Fenced(TrainingStopped):
     and writes nothing more (no checkpoint, metric, tag, status or summary)."""
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException, limit: int | None = None) -> str:
     """The root cause of ``exc`` as one line, for messages. Database drivers put the useful
-    part on the first line and SQL or links after it."""
+    part on the first line and SQL or links after it. With ``limit``, at most that many
+    characters, shortened by ``shorten`` (never cut inside a word)."""
     cause = exc
     while cause.__cause__ is not None:
         cause = cause.__cause__
     text = str(cause).strip() or type(cause).__name__
-    return " ".join(text.splitlines()[0].split())
+    text = " ".join(text.splitlines()[0].split())
+    return text if limit is None else shorten(text, limit)
+
+
+# The operating system's own reason, as HTTP and database clients quote it deep inside
+# their messages ("... Failed to establish a new connection: [Errno 111] Connection refused").
+_OS_REASON = re.compile(r"\[Errno -?\d+\] [^'\"()\[\]]+")
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters: its first words, " … ", and its end (the
+    operating system's reason where the text quotes one, else its last words). Words are
+    kept whole: a message cut mid-word ("log-batc") reads as a bug."""
+    if len(text) <= limit:
+        return text
+    reasons = _OS_REASON.findall(text)
+    words = text.split(" ")
+    if reasons:
+        tail = reasons[-1].strip()
+        head_words = words
+    else:
+        tail_words: list[str] = []
+        for word in reversed(words):
+            if len(" ".join([word, *tail_words])) > limit // 3:
+                break
+            tail_words.insert(0, word)
+        tail = " ".join(tail_words)
+        head_words = words[: len(words) - len(tail_words)]
+    head: list[str] = []
+    room = limit - len(tail) - len(" … ")
+    for word in head_words:
+        if len(" ".join([*head, word])) > room:
+            break
+        head.append(word)
+    return f"{' '.join(head)} … {tail}"
+
+
+def caused_by(exc: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+              ) -> bool:
+    """Whether ``exc`` or anything in its chain (causes, and the errors being handled when
+    each was raised) is one of ``kinds``: libraries wrap a driver's error in their own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def first_sentence(exc: BaseException) -> str:

@@ -226,3 +226,33 @@ def test_queue_of_a_bad_grid_queues_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("senet queue: error: ") and "bad.toml:axes.reduction" in err
     assert not storage.exists()
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("../../escape", "'..'"), ("a/../../b", "'..'"), ("/tmp/escape", "absolute"),
+    ("C:/escape", "absolute"), ("a\\\\b", "absolute"), ("a//b", "empty part"),
+    ("two\\nlines", "control characters"), ("tab\\there", "control characters"),
+])
+def test_grid_names_that_leave_their_folder_are_refused(tmp_path, name, problem):
+    """Issue 23: a grid's name becomes results/<name>/; it must stay inside, on one line."""
+    path = tmp_path / "g.toml"
+    path.write_text(f'name = "{name}"\n' + BASE + "[axes]\nreduction = [4]\n")
+    with pytest.raises(SenetError) as err:
+        load_grid(path)
+    assert "g.toml:name:" in str(err.value) and problem in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_label_is_one_line(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text(BASE + '[[variants]]\nlabel = "two\\nlines"\nreduction = 4\n')
+    with pytest.raises(SenetError, match=r"g.toml:variants\[0\]: label 'two\\nlines': labels "
+                                         "are one line"):
+        load_grid(path)
+
+
+def test_a_name_read_back_from_mlflow_never_leaves_the_output_folder():
+    from analysis.gridspec import GridSpec
+
+    with pytest.raises(SenetError, match="outside the output folder"):
+        _ = GridSpec(name="../../escape", title="x", points=()).folder

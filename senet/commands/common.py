@@ -63,10 +63,11 @@ def grid_argument(name: str, attrs: Mapping[str, Any]) -> str:
 def retry_command(grids: Iterable[tuple[str, Mapping[str, Any]]], storage: str | None) -> str:
     """`senet queue ... --retry-failed` for the failed points of ``grids`` ((name, queue
     attrs) pairs), with the storage and the MLflow store each grid was queued with."""
-    from senet.queue.storage import redact, with_driver
+    from senet.queue.storage import with_driver, without_password
     from senet.tracking.store import A_TRACKING_URI, absolute_tracking_uri, resolve_uri
 
-    default_uri = with_driver(absolute_tracking_uri(resolve_uri(None)))
+    # Commands are printed without passwords: the driver finds them (PGPASSWORD, ~/.pgpass).
+    default_uri = without_password(with_driver(absolute_tracking_uri(resolve_uri(None))))
     by_uri: dict[str | None, list[str]] = {}
     for name, attrs in grids:
         uri = attrs.get(A_TRACKING_URI)
@@ -76,8 +77,8 @@ def retry_command(grids: Iterable[tuple[str, Mapping[str, Any]]], storage: str |
     for uri, args in by_uri.items():
         argv = ["senet", "queue", *dict.fromkeys(args), "--retry-failed"]
         if storage:
-            argv += ["--storage", storage]
+            argv += ["--storage", without_password(storage)]
         if uri:
-            argv += ["--tracking-uri", redact(uri)]
+            argv += ["--tracking-uri", without_password(uri)]
         commands.append(shlex.join(argv))
     return " && ".join(commands)

@@ -81,7 +81,7 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
             f"{grid.path}: grid name {grid.name!r} is already taken in this queue by "
             f"{recorded}; declare another with name = \"...\" at the top of the file")
     # Experiment and parent run first: workers skip a grid until they exist.
-    tracking = t.ensure_grid_tracking(queue, tracking_uri)
+    tracking = t.ensure_grid_tracking(queue, tracking_uri, str(grid.path))
     from senet.tracking.views import ensure_results_view, shows_top5, view_lines
 
     ensure_results_view(t.open_client(tracking_uri), tracking[t.A_EXPERIMENT_ID],

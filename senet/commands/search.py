@@ -66,7 +66,7 @@ def start(search, args: argparse.Namespace) -> int:
         if attrs.get(key) != value:
             queue.set_attr(key, value)
     # Experiment and parent run first: workers skip a queue until they exist.
-    tracking = t.ensure_grid_tracking(queue, tracking_uri)
+    tracking = t.ensure_grid_tracking(queue, tracking_uri, str(search.path))
     from senet.tracking.views import ensure_results_view, shows_top5, view_lines
 
     ensure_results_view(t.open_client(tracking_uri), tracking[t.A_EXPERIMENT_ID],

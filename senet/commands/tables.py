@@ -51,7 +51,9 @@ def open_grids(tracking_uri: str | None, grids: list[str], verb: str):
     client = open_client(tracking_uri)
     names = list(grids) or grid_names(client)
     if not names:
-        nothing_to(verb, f"no grid runs in {client.tracking_uri}", grids)
+        from senet.queue.storage import redact
+
+        nothing_to(verb, f"no grid runs in {redact(client.tracking_uri)}", grids)
         return None
     return client, names
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from senet.commands.common import queue_name, retry_command
     from senet.errors import SenetError
     from senet.queue import tickets as q
-    from senet.queue.storage import open_storage, with_driver
+    from senet.queue.storage import open_storage, with_driver, without_password
     from senet.tracking.store import absolute_tracking_uri, check_tracking
     from senet.worker import devices as dev
     from senet.worker.loop import WorkerConfig, run_devices, run_worker
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         grids = [(name, q.GridQueue.open(storage, name).attrs()) for name in dict.fromkeys(failed)]
         again = ["senet", "work", *([args.grid] if args.grid else []),
-                 *(["--storage", args.storage] if args.storage else [])]
+                 *(["--storage", without_password(args.storage)] if args.storage else [])]
         print(f"senet work: {len(failed)} point(s) failed; retry them with: "
               f"{retry_command(grids, args.storage)} && {shlex.join(again)}", flush=True)
         return code or 1

@@ -3,27 +3,99 @@ carrying the global RNG states so a resumed run continues where it stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from senet.errors import SenetError
+from senet.disk import write_error
+from senet.errors import SenetError, one_line
 
 
 def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file renamed into place, so a kill or
+    a full disk mid-write never leaves a half checkpoint behind (the previous one stays).
+    A failed write removes the temporary file and is one line naming the disk."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill mid-write never leaves a half checkpoint behind
+    try:
+        with open(tmp, "wb") as fh:
+            sink = _Sink(fh)
+            try:
+                torch.save(obj, sink)
+            except RuntimeError:
+                # torch reports a failed write as "[enforce fail at inline_container.cc]
+                # unexpected pos"; the OSError underneath says what happened.
+                if sink.error is None:
+                    raise
+                raise sink.error from None
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        message = write_error(exc, path)  # before the removal frees the space it took
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise SenetError(message) from None
+
+
+class _Sink:
+    """The file torch.save writes to, keeping the first OSError a write raised."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 def load(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint senet wrote: tensors, numbers, strings, lists and dicts only. With
+    ``weights_only`` torch refuses any other object before building it, so a crafted file
+    (the runs folder may be shared between machines) cannot run code here."""
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL [\w.]+", str(exc))
+        if found is None:
+            raise SenetError(damaged(path, exc)) from None
+        raise SenetError(
+            f"checkpoint {path} holds objects other than tensors and numbers ({found.group(0)})"
+            ": refused without running any of it; senet writes no such file: if you did not "
+            f"put it there, delete it and {RESTART_ADVICE}") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise SenetError(f"cannot read checkpoint {path}: {exc}; delete it") from None
+        raise SenetError(damaged(path, exc)) from None
+
+
+def damaged(path: Path, exc: BaseException) -> str:
+    reason = one_line(exc, limit=160)
+    if isinstance(exc, pickle.UnpicklingError):
+        # torch wraps the reason ("Unsupported operand 103") in paragraphs about its
+        # weights_only default; keep the reason alone.
+        parts = [p for p in str(exc).split("\n\n") if p.strip()
+                 and not p.startswith(("Weights only load failed", "Check the documentation"))]
+        reason = one_line(Exception(parts[0] if parts else "not a torch file"), limit=160)
+    return f"cannot read checkpoint {path} ({reason}): it is damaged; delete it and " \
+           f"{RESTART_ADVICE}"
+
+
+# After the checkpoint is deleted, --resume starts at epoch 1 again; the epochs the old
+# run logged would repeat, so the training continues in a new MLflow run (see
+# senet.tracking.restart) and the old one goes to MLflow's trash.
+RESTART_ADVICE = ("run the same command with --resume: the training starts over at epoch 1 "
+                  "in a new MLflow run")
 
 
 def rng_state() -> dict[str, Any]:

@@ -184,8 +184,11 @@ class CheckpointHook(Hook):
                                  schedule=c.schedule, state=c.state)
 
     def finish(self, c: Any, run: Any, summary: dict[str, Any]) -> None:
+        from senet.engine import checkpoint
+
         c.guard()
-        torch.save(c.model.state_dict(), c.out / "weights.pt")
+        # Written whole or not at all: a full disk is one line, and no half file is left.
+        checkpoint.atomic_save(c.model.state_dict(), c.out / "weights.pt")
         (c.out / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
@@ -212,6 +215,11 @@ class RecordHook(Hook):
         tags = run_tags(c.cfg, run.device, pack_size)
         c.recorder = rec = Recorder(c.cfg.tracking_uri, c.cfg.experiment)
         system = os.environ.get("SENET_SYSTEM_METRICS", "1") != "0" and c.index == 0
+        if not c.state["history"]:  # epoch 1 again: never in a run that logged epochs
+            from senet.tracking.restart import run_to_continue
+
+            c.state["run_id"] = run_to_continue(rec, c.state["run_id"], tags,
+                                                lambda msg: run.say(c.index, msg))
         c.state["run_id"] = rec.start(run_id=c.state["run_id"], tags=tags,
                                       parent_run_id=c.cfg.parent_run_id,
                                       run_name=c.cfg.run_name or c.out.name,

@@ -210,9 +210,11 @@ def make_plan(grids: list[Any], *, storage_url: str | None = None,
 def _states_in_storage(url: str | None) -> dict[str, str]:
     """key -> best state over every ticket of every grid in the storage."""
     from senet.queue import tickets as q
-    from senet.queue.storage import DEFAULT_STORAGE, open_storage
+    from senet.queue.storage import open_storage, resolve_storage
 
-    if url is None and not Path(DEFAULT_STORAGE).is_file():
+    given = url
+    url = resolve_storage(url)
+    if given is None and "://" not in url and not Path(url).is_file():
         return {}  # nothing queued here yet: a plan before queueing
     storage = open_storage(url, create=False)  # a --storage that does not exist: an error
     rank = {"done": 0, "running": 1, "queued": 2, "failed": 3}
@@ -282,10 +284,10 @@ def measured_throughput(models: dict[str, int], tracking_uri: str | None,
 
 
 def _from_tracking(models: dict[str, int], uri: str | None) -> dict[str, Throughput]:
-    from senet.queue.storage import sqlite_path
+    from senet.queue.storage import sqlite_path, with_driver
     from senet.tracking import store as tracking
 
-    uri = tracking.resolve_uri(uri)
+    uri = with_driver(tracking.resolve_uri(uri))
     path = sqlite_path(uri)
     if path is not None and not path.is_file():
         return {}  # no store here: never create one just to look

@@ -14,6 +14,9 @@ from typing import Any
 from senet.errors import SenetError, one_line
 
 DEFAULT_STORAGE = "senet-queue.journal"
+# A storage URL from the environment keeps a password out of the command line (and so out
+# of `ps`, shell histories and the retry commands senet prints).
+STORAGE_ENV = "SENET_STORAGE"
 CONNECT_TIMEOUT_ENV = "SENET_CONNECT_TIMEOUT_S"
 SERVER_BACKENDS = ("postgresql", "postgres", "mysql", "mssql")
 
@@ -55,12 +58,46 @@ def backend(url: str) -> str | None:
     return parsed.get_backend_name() if parsed is not None else None
 
 
+def resolve_storage(url: str | None) -> str:
+    """The queue storage to use: ``url``, else $SENET_STORAGE, else ./senet-queue.journal."""
+    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
 def redact(url: str) -> str:
     """The URL with its password masked, for messages."""
     parsed = parse_url(url)
     if parsed is None or parsed.password is None:
         return url
     return parsed.render_as_string(hide_password=True)
+
+
+def without_password(url: str) -> str:
+    """The URL with no password at all: what senet stores (config.json, study attributes)
+    and puts in the commands it prints. The database driver finds the password itself
+    (PGPASSWORD, ~/.pgpass), so a stored URL still connects where those are set up."""
+    from sqlalchemy.engine import URL
+
+    parsed = parse_url(url)
+    if parsed is None or parsed.password is None:
+        return url
+    # URL.set(password=None) keeps the password (None there means "unchanged").
+    bare = URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port,
+                      parsed.database, parsed.query)
+    return bare.render_as_string(hide_password=False)
+
+
+NO_PASSWORD_HINT = ("senet stores no passwords: give it to the driver with PGPASSWORD or "
+                    "~/.pgpass, or pass the whole URL in $SENET_STORAGE / $MLFLOW_TRACKING_URI")
+
+
+def password_hint(url: str, reason: str) -> str:
+    """``reason`` plus how to give a password, when the server asked for one that a
+    password-less URL could not give."""
+    parsed = parse_url(url)
+    asked = "password" in reason.lower()
+    if parsed is None or parsed.password is not None or not asked:
+        return reason
+    return f"{reason}; {NO_PASSWORD_HINT}"
 
 
 def with_driver(url: str) -> str:
@@ -87,11 +124,12 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def open_storage(url: str | None = None, *, create: bool = True) -> Any:
-    """An Optuna storage for a journal file path (default ./senet-queue.journal),
+    """An Optuna storage for a journal file path (default $SENET_STORAGE, else
+    ./senet-queue.journal),
     sqlite:///... or postgresql://... With create=False a missing journal file is an
     error instead of a new empty queue."""
     given = url is not None
-    url = url or DEFAULT_STORAGE
+    url = resolve_storage(url)
     kind = backend(url)
     if "://" not in url:
         if not create and not Path(url).is_file():
@@ -122,15 +160,17 @@ def _no_queue(url: str, path: str, given: bool) -> str:
 
 def _journal_storage(path: str) -> Any:
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    from senet.queue.journal import JournalFile
 
     file = Path(path)
     if not file.parent.is_dir():
         raise SenetError(f"queue storage {path}: folder {file.parent} does not exist")
-    # The lock file sits beside the journal, so every worker on this machine (or on a
-    # shared file system with working O_EXCL) serialises its appends through it.
-    backend = JournalFileBackend(str(file), lock_obj=JournalFileOpenLock(str(file)))
-    return JournalStorage(backend)
+    try:
+        return JournalStorage(JournalFile(file))
+    except OSError as exc:
+        raise SenetError(f"queue storage {path}: cannot open it ({exc.strerror or exc}); "
+                         "check its permissions") from None
 
 
 def _sqlite_storage(url: str) -> Any:
@@ -166,4 +206,5 @@ def _rdb(url: str, engine_kwargs: dict[str, Any]) -> Any:
     except ImportError as exc:
         raise SenetError(f"queue storage {redact(url)}: missing database driver ({exc})") from None
     except Exception as exc:
-        raise SenetError(f"cannot open queue storage {redact(url)}: {one_line(exc)}") from None
+        raise SenetError(f"cannot open queue storage {redact(url)}: "
+                         f"{password_hint(url, one_line(exc))}") from None

@@ -41,8 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from senet.errors import SenetError, TicketFinished
-from senet.queue.storage import DEFAULT_STORAGE, backend, env_seconds, sqlite_path, with_driver
+from senet.errors import SenetError, TicketFinished, one_line
+from senet.queue.storage import (
+    DEFAULT_STORAGE,
+    backend,
+    env_seconds,
+    password_hint,
+    redact,
+    resolve_storage,
+    sqlite_path,
+    with_driver,
+)
 from senet.queue.store import TicketStore, busy_storage_errors
 from senet.tracking.store import (
     A_GRID,
@@ -490,7 +499,7 @@ def queue_lock(url: str | None) -> Iterator[None]:
     (fcntl) beside a journal or SQLite file; a session advisory lock on PostgreSQL
     (GET_LOCK on MySQL). Taken before the storage is opened: creating a new SQLite
     storage's tables from several processes at once races too."""
-    url = url or DEFAULT_STORAGE
+    url = resolve_storage(url)
     kind = backend(url)
     path = Path(url) if "://" not in url else sqlite_path(url) if kind == "sqlite" else None
     if path is not None:
@@ -510,7 +519,7 @@ def queue_lock(url: str | None) -> Iterator[None]:
         lock_id = int.from_bytes(hashlib.sha256(LOCK_NAME.encode()).digest()[:8], "big",
                                  signed=True)
         try:
-            with engine.connect() as conn:
+            with _connected(engine, url) as conn:
                 if kind == "mysql":
                     conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, -1)"), {"n": LOCK_NAME})
                 else:
@@ -529,6 +538,19 @@ def queue_lock(url: str | None) -> Iterator[None]:
             engine.dispose()
         return
     yield  # an unknown kind: open_storage refuses it with its own line
+
+
+@contextmanager
+def _connected(engine: Any, url: str) -> Iterator[Any]:
+    """A connection, or one line on why the server refused it (a wrong password, say);
+    errors raised while it is held pass through untouched."""
+    try:
+        conn = engine.connect()
+    except Exception as exc:  # noqa: BLE001 - any driver failure to connect gets one line
+        raise SenetError(f"cannot open queue storage {redact(url)}: "
+                         f"{password_hint(url, one_line(exc))}") from None
+    with conn:
+        yield conn
 
 
 # ---------------------------------------------------------------------------

@@ -57,7 +57,14 @@ class TrainConfig:
     run_name: str | None = _internal(default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings as saved (config.json, MLflow artifacts): a password in the tracking
+        URI is left out, the database driver finds it itself (PGPASSWORD, ~/.pgpass)."""
+        from senet.queue.storage import without_password
+
+        saved = dataclasses.asdict(self)
+        if self.tracking_uri:
+            saved["tracking_uri"] = without_password(self.tracking_uri)
+        return saved
 
 
 _FIELDS = dataclasses.fields(TrainConfig)

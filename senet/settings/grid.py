@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,28 @@ def resolve_grid_path(spec: str) -> Path:
     raise SenetError(f"unknown grid {spec!r}; give a .toml path or one of: {choices}")
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a grid, or None. A grid's name becomes folders (tables and
+    figures go to results/<name>/), MLflow experiment names and log lines: it must stay
+    inside its folder and on one line."""
+    if not name or name != name.strip():
+        return "expected a non-empty name without outer spaces"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        return "control characters (a newline, a tab...) are not allowed"
+    if name.startswith("/") or "\\" in name or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path is not a name; give folders relative to results/, like a/b"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "every part between slashes must be a folder name (no '..', '.' or empty part)"
+    return None
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot label a point, or None: labels are one line (log lines, tables)."""
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in label):
+        return "labels are one line: control characters (a newline, a tab...) are not allowed"
+    return None
+
+
 def grid_name(path: Path) -> str:
     """A grid's identity in the queue and in MLflow; two different files never share one
     by accident. `experiments/cifar10/reduction.toml` -> `cifar10/reduction`; elsewhere
@@ -160,6 +183,9 @@ def grid_name(path: Path) -> str:
             return resolved.relative_to(parent).with_suffix("").as_posix()
     declared = _declared_name(resolved)
     if declared:
+        problem = name_problem(declared)
+        if problem:
+            raise SenetError(f"{_display(resolved)}:name: {declared!r}: {problem}")
         return declared
     folder = resolved.parent.name
     return f"{folder}/{resolved.stem}" if folder else resolved.stem
@@ -170,7 +196,7 @@ def _declared_name(path: Path) -> str | None:
         value = tomllib.loads(path.read_text()).get("name")
     except (OSError, tomllib.TOMLDecodeError):
         return None  # load_grid reports the broken file with its own line
-    return value.strip() if isinstance(value, str) and value.strip() else None
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _display(path: Path) -> str:
@@ -230,9 +256,8 @@ class _Parser:
         self._check_unique(points)
         baseline = self._baseline(meta, points)
         declared = self._string(meta, "name", default=None)
-        if declared is not None and (not declared.strip() or declared.strip() != declared):
-            raise self.fail("name", f"expected a non-empty name without outer spaces, "
-                                    f"got {declared!r}")
+        if declared is not None and name_problem(declared):
+            raise self.fail("name", f"{declared!r}: {name_problem(declared)}")
         seeds = meta.get("seeds", [0])
         adaptive = self._adaptive(seeds) if isinstance(seeds, dict) else None
         return Grid(
@@ -432,6 +457,8 @@ class _Parser:
         by_key: dict[str, tuple[Point, str]] = {}
         labels: set[str] = set()
         for p, where in zip(points, self._origins, strict=True):
+            if label_problem(p.label):
+                raise self.fail(where, f"label {p.label!r}: {label_problem(p.label)}")
             if p.label in labels:
                 raise self.fail(where, f"two points share the label {p.label!r}")
             labels.add(p.label)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from senet.errors import SenetError, first_sentence
+from senet.errors import SenetError, caused_by, first_sentence
 from senet.queue.storage import redact, with_driver
 from senet.tracking.store import (
     IDENTITY_TAGS,
@@ -230,7 +230,7 @@ class Recorder:
             # two steps, so two workers starting on the same data at once can both try the
             # insert; the loser gets an IntegrityError (wrapped in an MlflowException). By
             # then the row exists and a second call just links it to this run.
-            if not _caused_by(exc, IntegrityError):
+            if not caused_by(exc, IntegrityError):
                 raise
             self.client.log_inputs(self.run_id, datasets=[entry])
 
@@ -255,14 +255,3 @@ class Recorder:
         if monitor is not None:
             with contextlib.suppress(Exception):
                 monitor.finish()
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from senet.errors import SenetError, first_sentence, one_line
-from senet.queue.storage import backend, connect_timeout, redact, sqlite_path, with_driver
+from senet.queue.storage import (
+    backend,
+    connect_timeout,
+    password_hint,
+    redact,
+    sqlite_path,
+    with_driver,
+    without_password,
+)
 from senet.tracking.uri import check_uri_form
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -81,6 +89,17 @@ def resolve_uri(uri: str | None) -> str:
     return DEFAULT_TRACKING_URI
 
 
+def password_from_env(uri: str | None) -> str | None:
+    """A stored tracking URI (kept without its password) with the password that
+    $MLFLOW_TRACKING_URI gives, when that names the same store: how workers get a password
+    that `senet queue` was given but did not store."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri or not env:
+        return uri
+    full = with_driver(absolute_tracking_uri(env))
+    return full if without_password(full) == uri else uri
+
+
 def absolute_tracking_uri(uri: str) -> str:
     """sqlite:///mlflow.db -> sqlite:////abs/mlflow.db, so workers started from another
     folder write to the same database as `senet queue` did."""
@@ -125,7 +144,8 @@ def check_tracking(uri: str) -> None:
             engine.dispose()
         except Exception as exc:
             raise SenetError(
-                f"cannot reach MLflow tracking database {redact(uri)}: {one_line(exc)}"
+                f"cannot reach MLflow tracking database {redact(uri)}: "
+                f"{password_hint(uri, one_line(exc))}"
             ) from None
     elif (path := sqlite_path(uri)) is not None:
         try:
@@ -194,12 +214,17 @@ def ensure_store(uri: str) -> None:
 def open_client(uri: str) -> Any:
     """An MlflowClient for ``uri``, its store created and migrated first (see ensure_store).
     Every senet module that reads or writes MLflow opens its client here."""
+    import logging
+
     from mlflow import MlflowClient
 
     # MLflow caches one store per URI string for the whole process: a relative SQLite URI
     # would keep reading the first folder's file after a chdir.
     uri = absolute_tracking_uri(uri)
     prepare_env(uri)
+    # Its SQL store logs every database error with three chained tracebacks before raising
+    # it; senet reports the error itself, in one line (TrackingLost, SenetError).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     ensure_store(uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -286,13 +311,17 @@ class GridAttrs(Protocol):
     def set_attr(self, key: str, value: Any) -> None: ...
 
 
-def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str) -> dict[str, str]:
+def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str,
+                         grid_file: str | None = None) -> dict[str, str]:
     """Create the grid's MLflow experiment and parent run once, and record them in the
     study so every worker nests its runs under the same parent without racing to create
-    it. Re-running finds the existing ones (by study attrs, then by tags)."""
+    it. Re-running finds the existing ones (by study attrs, then by tags). ``grid_file``
+    is tagged on the parent run: `senet tables NAME` finds a grid file that lives outside
+    experiments/ through it."""
     client = open_client(tracking_uri)
     attrs = queue.attrs()
-    if attrs.get(A_TRACKING_URI) not in (None, tracking_uri):
+    recorded_uri = without_password(tracking_uri)  # never a password in the queue
+    if attrs.get(A_TRACKING_URI) not in (None, recorded_uri):
         # Queued before against another tracking store: its parent run is not in this one.
         attrs = {k: v for k, v in attrs.items() if k not in (A_PARENT_RUN, A_EXPERIMENT_ID)}
     experiment_name = attrs.get(A_EXPERIMENT) or queue.name
@@ -307,6 +336,8 @@ def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str) -> dict[str, str]:
             else:
                 run = client.create_run(experiment_id, tags=parent_tags, run_name=queue.name)
                 parent = run.info.run_id
+        if grid_file and client.get_run(parent).data.tags.get(A_GRID_FILE) != grid_file:
+            client.set_tag(parent, A_GRID_FILE, grid_file)
     except SenetError:
         raise
     except Exception as exc:
@@ -315,7 +346,7 @@ def ensure_grid_tracking(queue: GridAttrs, tracking_uri: str) -> dict[str, str]:
         A_EXPERIMENT: experiment_name,
         A_EXPERIMENT_ID: experiment_id,
         A_PARENT_RUN: parent,
-        A_TRACKING_URI: tracking_uri,
+        A_TRACKING_URI: recorded_uri,
     }
     for key, value in wanted.items():
         if attrs.get(key) != value:

@@ -37,10 +37,10 @@ from senet.queue.storage import open_storage
 from senet.queue.store import TicketStore
 from senet.tracking import store as tracking
 from senet.worker.claim import Claim
+from senet.worker.outage import Outage, is_outage
 from senet.worker.processes import process_context
 
 TrainFn = Callable[..., dict[str, Any]]
-MAX_STORAGE_ERRORS = 5  # consecutive failed passes before a worker gives up
 
 
 @dataclass
@@ -67,10 +67,13 @@ class Heartbeat:
     """Keeps a claimed ticket's heartbeat fresh from a thread, independent of how long
     a training step takes, and notices when the ticket was taken away."""
 
-    def __init__(self, queue: q.GridQueue, trial_id: int, interval: float) -> None:
+    def __init__(self, queue: q.GridQueue, trial_id: int, interval: float,
+                 outage: Outage | None = None) -> None:
         self.queue = queue
         self.trial_id = trial_id
         self.interval = interval
+        self.outage = outage or Outage(lambda m: print(f"senet work: {m}", file=sys.stderr,
+                                                       flush=True))
         self.lost = False
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="senet-heartbeat", daemon=True)
@@ -92,9 +95,13 @@ class Heartbeat:
                     self.lost = True
             except TicketFinished:
                 self.lost = True
+            except SenetError as exc:  # a damaged queue: no use beating; the worker says why
+                print(f"senet work: heartbeat stopped: {exc}", file=sys.stderr, flush=True)
+                return
             except Exception as exc:  # noqa: BLE001 - a storage hiccup; the grace covers it
-                print(f"senet work: heartbeat failed ({one_line(exc)}); retrying",
-                      file=sys.stderr, flush=True)
+                self.outage.failed("queue storage", exc, bounded=False)  # says so once
+                continue
+            self.outage.over("queue storage")
             if self.lost:
                 return
 
@@ -144,6 +151,7 @@ class Worker:
         self.failed: list[str] = []  # the grid of each point that failed in this worker
         self._skipped: set[str] = set()
         self._checked: set[str] = set()
+        self.outage = Outage(self.say, poll_s=cfg.poll_s)  # a store down for seconds
 
     # -- the loop
 
@@ -151,22 +159,20 @@ class Worker:
         """Train until the grids are drained (or --max-runs); returns trainings run."""
         self._check_grids_exist()
         why = "the queue is empty"
-        errors = 0
         while not self.stop_requested:
             try:
                 queues = self._queues()
                 self._reap(queues)
                 claimed = self._claim(queues)
                 busy = claimed is None and any(queue.counts().running for queue in queues)
-                errors = 0
+                self.outage.over("queue storage")
             except SenetError:
                 raise
             except Exception as exc:  # noqa: BLE001 - e.g. the database restarting
-                errors += 1
-                if errors > MAX_STORAGE_ERRORS:
-                    raise SenetError(f"queue storage keeps failing: {one_line(exc)}") from None
-                self.say(f"queue storage error ({one_line(exc)}); retrying")
-                time.sleep(self.cfg.poll_s * errors)
+                if not is_outage(exc):
+                    raise SenetError(f"queue storage failed: {one_line(exc)}") from None
+                self.outage.failed("queue storage", exc)  # one line; bounded
+                time.sleep(self.cfg.poll_s)
                 continue
             if claimed is not None:
                 queue, tickets = claimed
@@ -276,7 +282,7 @@ class Worker:
         )
 
     def _tracking_uri(self, attrs: dict[str, Any]) -> str:
-        recorded = attrs.get(tracking.A_TRACKING_URI)
+        recorded = tracking.password_from_env(attrs.get(tracking.A_TRACKING_URI))
         return self.cfg.tracking_uri or recorded or tracking.DEFAULT_TRACKING_URI
 
     def _train(self, queue: q.GridQueue, tickets: list[q.Ticket]) -> None:
@@ -307,7 +313,7 @@ class Worker:
                                   **({"packed": seeds} if len(tickets) > 1 else {})})
             claims.append(Claim.take(folder, t.trial_id))
         started = time.time()
-        beats = [Heartbeat(queue, t.trial_id, self.cfg.heartbeat_s) for t in tickets]
+        beats = [Heartbeat(queue, t.trial_id, self.cfg.heartbeat_s, self.outage) for t in tickets]
         outcomes: list[Any]
         with contextlib.ExitStack() as stack:
             for beat in beats:
@@ -382,7 +388,7 @@ class Worker:
             raise SenetError(f"training returned no final_val_top1_err (got {value!r})")
         attrs = {tracking.T_RUN_ID: summary.get("mlflow_run_id"),
                  tracking.T_SECONDS: round(seconds, 1)}
-        if queue.complete(ticket.trial_id, float(value), attrs):
+        if self.outage.call("queue storage", queue.complete, ticket.trial_id, float(value), attrs):
             self.say(f"{queue.name}: {ticket.label!r} seed {ticket.seed}: "
                      f"val top-1 error {value:.2f}% in {format_duration(seconds)}")
             return {"outcome": "done", "value": value}
@@ -410,13 +416,19 @@ class Worker:
         if self.stop_requested:
             self._give_back(queue, ticket, "interrupted (worker stopped)")
             return {"outcome": "interrupted"}
+        if is_outage(exc):  # a store down for seconds: wait, then resume from the checkpoint
+            what = "MLflow tracking store" if "MLflow" in str(exc) else "queue storage"
+            self.outage.wait_for(what, lambda: (tracking.check_tracking(cfg.tracking_uri),
+                                                queue.attrs()), exc)
+            self._give_back(queue, ticket, f"its {what} was unreachable for a while")
+            return {"outcome": "interrupted"}
         if isinstance(exc, SenetError):
             reason = str(exc)
         else:
             reason = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
         reason = " ".join(reason.split())[:500]
-        queue.fail(ticket.trial_id, reason)
+        self.outage.call("queue storage", queue.fail, ticket.trial_id, reason)
         self.failed.append(queue.name)
         if not isinstance(exc, TrainingFailed):
             self._close_orphan_runs(cfg, attrs)
