@@ -180,11 +180,12 @@ def test_plan_cli_json(tmp_path, capsys, monkeypatch):
                for t in data["trainings"])
 
 
-def test_plan_in_packs_costs_each_pack_at_the_assumed_gain(tmp_path, capsys):
+def test_plan_in_packs_costs_each_pack_at_the_assumed_gain(tmp_path, capsys, monkeypatch):
     from senet.queue.plan import Packing
 
+    monkeypatch.chdir(tmp_path)  # no queue here: nothing counts as queued
     grid = _grid(tmp_path, "a", SHARED.format(title="A", r=4))
-    kwargs = dict(storage_url=str(tmp_path / "none.journal"),
+    kwargs = dict(storage_url=None,
                   tracking_uri=f"sqlite:///{tmp_path}/none.db", device="cpu")
     alone = make_plan([grid], **kwargs)
     packed = make_plan([grid], **kwargs, packing=Packing(size=8, gain=2.0))
