@@ -241,8 +241,10 @@ def main() -> int:
     if wanted(2):
         steps.append(grid_step("2 work defaults", devices, folder, dataset, args.cpu, env, cap))
     if wanted(3):
-        for extra in (["--pack", "4", "--per-gpu", "1"], ["--pack", "1", "--per-gpu", "4"]):
-            flags = extra if not args.cpu else ["--pack", extra[1]]
+        # On a CPU `--pack 1` is the default of step 2, and there is no --per-gpu.
+        variants = [["--pack", "4"]] if args.cpu else [["--pack", "4", "--per-gpu", "1"],
+                                                       ["--pack", "1", "--per-gpu", "4"]]
+        for flags in variants:
             steps.append(grid_step(f"3 work {' '.join(flags)}", devices + flags, folder,
                                    dataset, args.cpu, env, cap))
     if wanted(4):
