@@ -41,10 +41,10 @@ def test_imagenet_grids_follow_the_paper():
     assert rows["stages"] == ["ResNet-50", "SE_Stage_2", "SE_Stage_3", "SE_Stage_4",
                               "SE_Stage_2,3,4", "SE_All"]
     assert rows["nosqueeze"] == ["ResNet-50", "NoSqueeze", "SE"]
-    assert rows["integration"] == ["SE", "SE-PRE", "SE-POST", "SE-Identity"]
-    assert rows["se3x3"] == ["SE", "SE_3x3"]
-    assert rows["squeeze"] == ["Max", "Avg"]
-    assert rows["gate"] == ["ReLU", "Tanh", "Sigmoid"]
+    assert rows["integration"] == ["SE", "SE-PRE", "SE-POST", "SE-Identity", "ResNet-50"]
+    assert rows["se3x3"] == ["SE", "SE_3x3", "ResNet-50"]
+    assert rows["squeeze"] == ["Max", "Avg", "ResNet-50"]
+    assert rows["gate"] == ["ReLU", "Tanh", "Sigmoid", "ResNet-50"]
     assert rows["activation"] == ["ReLU", "none"]
     grid = load_grid("imagenet/reduction")
     assert grid.paper_table == "imagenet/reduction" and grid.paper_ref == "TPAMI Table 10"
@@ -226,3 +226,4 @@ def test_queue_of_a_bad_grid_queues_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("senet queue: error: ") and "bad.toml:axes.reduction" in err
     assert not storage.exists()
+
