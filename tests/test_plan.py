@@ -25,6 +25,41 @@ def test_key_is_resolved_settings_plus_seed():
     assert training_key(BASE, 0) != training_key({**BASE, "preset": "cifar-preact"}, 0)
 
 
+def test_options_a_model_does_not_have_leave_its_key():
+    """cifar-preact-ablation is cifar-preact plus `[model] bias = false`, which a plain
+    ResNet does not have: its plain baselines are the same trainings under both."""
+    plain = {"model": "resnet110", "dataset": "cifar10", "preset": "cifar-preact"}
+    ablation = {**plain, "preset": "cifar-preact-ablation"}
+    assert training_key(plain, 0) == training_key(ablation, 0)
+    se = {**plain, "model": "se_resnet110"}
+    assert training_key(se, 0) != training_key({**se, "preset": "cifar-preact-ablation"}, 0)
+    # Keys that were right stay as they were (runs in existing stores are found by key):
+    # these are the keys a20f332 gave the ablation's SE row and Table 4's ResNet-110.
+    assert training_key({**se, "preset": "cifar-preact-ablation"}, 0) == "dfa9aaf49421a308"
+    assert training_key(plain, 0) == "446ad14e4b6e4414"
+
+
+def test_shipped_cifar_grids_train_each_plain_baseline_once_per_seed(tmp_path):
+    """Table 4's ResNet-110 and ResNet-164 (cifar-preact) are the ablations' baselines
+    (cifar-preact-ablation): one training per seed and dataset, queued or planned."""
+    from senet.queue import tickets as q
+    from senet.queue.storage import open_storage
+
+    names = ["main", "gate", "se3x3", "reduction"]
+    grids = [load_grid(f"{ds}/{n}") for ds in ("cifar10", "cifar100") for n in names]
+    plan = make_plan(grids, storage_url=str(tmp_path / "none.journal"),
+                     tracking_uri=f"sqlite:///{tmp_path}/none.db")
+    for model in ("resnet110", "resnet164"):
+        plain = [t for t in plan.trainings.values() if t.model == model]
+        assert len(plain) == 6, model  # 3 seeds x 2 datasets
+    r110 = next(t for t in plan.trainings.values() if t.model == "resnet110")
+    assert r110.grids == ["cifar10/main", "cifar10/gate", "cifar10/reduction"]
+    storage = open_storage(str(tmp_path / "q.journal"))
+    q.queue_grid(storage, load_grid("cifar10/main"), [0], False)
+    result = q.queue_grid(storage, load_grid("cifar10/gate"), [0], False)
+    assert (result.added, result.shared) == (3, 1)  # the ResNet-110 row was queued by main
+
+
 def _grid(tmp_path, name, body):
     path = tmp_path / f"{name}.toml"
     path.write_text(textwrap.dedent(body))
@@ -175,3 +210,4 @@ def test_plan_cli_json(tmp_path, capsys):
     assert [g["slots"] for g in data["grids"]] == [4, 4]
     assert all(t["epochs"] == 3 and t["images_per_training"] == 1800
                for t in data["trainings"])
+
