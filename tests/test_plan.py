@@ -211,3 +211,58 @@ def test_plan_cli_json(tmp_path, capsys):
     assert all(t["epochs"] == 3 and t["images_per_training"] == 1800
                for t in data["trainings"])
 
+
+def _gmacs(model: str, **options) -> float:
+    import torch
+
+    from senet.models import build
+    from senet.models.flops import count
+
+    with torch.device("meta"):
+        net = build(model, **options)
+    return count(net, 224 if "50" in model else 32).gmacs
+
+
+def test_rates_follow_multiply_adds(tmp_path):
+    stores = {"storage_url": str(tmp_path / "none.journal"),
+              "tracking_uri": f"sqlite:///{tmp_path}/none.db"}
+    plan = make_plan([load_grid("imagenet/nosqueeze")], **stores)
+    se, nosqueeze = plan.throughput["se_resnet50"], plan.throughput["se_resnet50 @ 4.27 GMACs"]
+    assert se.img_per_s == 3330  # the table's row
+    # NoSqueeze's gate runs at full resolution: 4.27 GMACs against 3.87, so 10 % slower.
+    ratio = _gmacs("se_resnet50") / _gmacs("se_resnet50", squeeze="none")
+    assert nosqueeze.img_per_s == pytest.approx(3330 * ratio) and 0.90 < ratio < 0.91
+    assert nosqueeze.source.startswith("scaled by multiply-adds (3.872 -> 4.275 GMACs)")
+    main = make_plan([load_grid("cifar10/main")], **stores)
+    wrn, r110 = main.throughput["wrn16_8"], main.throughput["resnet110"]
+    # WRN-16-8 does 6x the multiply-adds of ResNet-110, so it cannot be faster than it
+    assert wrn.img_per_s * _gmacs("wrn16_8") == pytest.approx(r110.img_per_s * _gmacs("resnet110"))
+    assert wrn.img_per_s < r110.img_per_s / 6
+    assert wrn.source.startswith("extrapolated from resnet110 by multiply-adds")
+    assert {t.device for t in main.throughput.values()} == {"NVIDIA H200"}
+
+
+def test_each_figure_names_the_device_its_rate_came_from(tmp_path, tracking_uri):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.create_experiment("cpu-runs")
+    for rate, gmacs in ((480.0, 0.0410), (500.0, 0.0410), (90.0, 0.3)):  # the last: a variant
+        run = client.create_run(exp, tags={"senet.device": "cpu"})
+        client.log_param(run.info.run_id, "model", "se_resnet20")
+        client.log_param(run.info.run_id, "batch_size", "128")
+        client.log_metric(run.info.run_id, "img_per_s", rate)
+        client.log_metric(run.info.run_id, "gmacs", gmacs)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    grid = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace("subset = 600",
+                                                                        "batch_size = 128"))
+    plan = make_plan([grid], storage_url=str(tmp_path / "none.journal"),
+                     tracking_uri=tracking_uri, device="NVIDIA H200")
+    se, plain = plan.throughput["se_resnet20"], plan.throughput["resnet20"]
+    assert (se.img_per_s, se.device) == (490.0, "cpu")  # the median of the matching runs
+    assert (plain.img_per_s, plain.device) == (15940, "NVIDIA H200")
+    line = plan.summary_line()
+    assert "at rates from several devices (" in line
+    assert " on NVIDIA H200, " in line and " on cpu)" in line
+    # Small figures are given in minutes, never as "0.0 device-hours".
+    assert "0.0 device-hours" not in line and "device-minutes" in line

@@ -109,11 +109,13 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
 def _print_plan(grids: list[Any], args: argparse.Namespace, seeds: list[int] | None) -> None:
     """senet plan's one-line summary; a projection problem must not fail a done queueing."""
     from senet.errors import SenetError, one_line
-    from senet.queue.plan import make_plan
+    from senet.queue.plan import local_device, make_plan
 
     try:
+        # Priced for this machine's device where the store has no runs: the demo on a
+        # laptop says CPU time, not H200 time (`senet plan --device` prices others).
         plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,
-                         seeds=seeds)
+                         seeds=seeds, device=local_device())
     except (SenetError, OSError) as exc:
         print(f"plan: not available ({one_line(exc)})")
         return
