@@ -136,10 +136,10 @@ def from_runs(name: str, runs: pd.DataFrame) -> GridSpec:
 def load_spec(spec: str, runs_for: Callable[[str], pd.DataFrame] | None = None) -> GridSpec:
     """The grid named or located by ``spec``. ``runs_for(name)`` supplies runs for grids
     that have no file (e.g. one since deleted); a name with neither file nor runs is an error."""
-    from senet.settings.grid import load_grid, resolve_grid_path
+    from senet.settings.grid import load_grid, resolve_grid_path, split_protocol
 
     try:
-        resolve_grid_path(spec)
+        resolve_grid_path(split_protocol(spec)[0])
     except SenetError:
         name = spec.removesuffix(".toml")
         runs = runs_for(name) if runs_for is not None else None

@@ -227,3 +227,29 @@ def test_queue_of_a_bad_grid_queues_nothing(tmp_path, capsys):
     assert err.startswith("senet queue: error: ") and "bad.toml:axes.reduction" in err
     assert not storage.exists()
 
+
+def test_a_grid_under_another_protocol_is_a_grid_of_its_own(tmp_path):
+    fixed = load_grid("imagenet/gate")
+    plateau = load_grid("imagenet/gate", preset="imagenet-ablation-plateau")
+    assert plateau.name == "imagenet/gate@imagenet-ablation-plateau"
+    assert plateau.title.endswith("(protocol: preset imagenet-ablation-plateau)")
+    assert {p.settings["preset"] for p in plateau.points} == {"imagenet-ablation-plateau"}
+    assert [p.label for p in plateau.points] == [p.label for p in fixed.points]
+    assert not {p.id for p in plateau.points} & {p.id for p in fixed.points}
+    # The name alone finds it again (senet tables, status and work take it).
+    again = load_grid("imagenet/gate@imagenet-ablation-plateau")
+    assert [p.id for p in again.points] == [p.id for p in plateau.points]
+    # The file's own preset changes nothing, not even the name.
+    assert load_grid("imagenet/gate", preset="imagenet-ablation").name == "imagenet/gate"
+    # Per-row presets give way too: WRN-16-8 rows leave cifar-wrn.
+    main = load_grid("cifar10/main@cifar-preact")
+    assert {p.settings["preset"] for p in main.points} == {"cifar-preact"}
+    with pytest.raises(SenetError, match="--preset 'nope': give one of .*imagenet-ablation"):
+        load_grid("imagenet/gate", preset="nope")
+    with pytest.raises(SenetError, match="names preset 'fast' and --preset gives 'imagenet'"):
+        load_grid("imagenet/gate@fast", preset="imagenet")
+    axis = tmp_path / "p.toml"
+    axis.write_text('dataset = "builtin"\nmodel = "resnet20"\npreset = "fast"\n'
+                    '[axes]\npreset = ["fast", "cifar-preact"]\n')
+    with pytest.raises(SenetError, match="axes.preset: the grid varies the preset itself"):
+        load_grid(axis, preset="cifar-wrn")

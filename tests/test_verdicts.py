@@ -14,7 +14,7 @@ from analysis.figures import plot_intra_class, training_curves_figure
 from analysis.gridspec import GridSpec, PointSpec, from_grid
 from analysis.paper import Claim, load_paper_numbers, parse_paper_numbers
 from analysis.stats import default_seed_std, seeds_needed
-from analysis.table_render import fmt_gmacs, to_markdown
+from analysis.table_render import fmt_gmacs, protocol_line, to_markdown
 from analysis.tables import build_table
 from analysis.verdicts import Side, judge
 from senet.errors import SenetError
@@ -289,3 +289,25 @@ def test_fig7_defaults_to_goldfish_and_plane_and_says_plane_is_assumed(tmp_path,
     titles = [ax.get_title() for ax in drawn[0].axes]
     assert titles[0] == "SE_1_1, goldfish" and titles[1] == "SE_1_1, airliner"
     assert "airliner (n02690373), an assumption" in drawn[0]._suptitle.get_text()
+
+
+def test_each_table_says_which_protocol_ran_and_which_made_the_paper_column():
+    grid = load_grid("imagenet/squeeze@imagenet-ablation-plateau")
+    spec = from_grid(grid)
+    ids = {p.label: p.point_id for p in spec.points}
+    runs = fake_runs(spec, {ids["Max"]: ERRORS["max"], ids["Avg"]: ERRORS["avg"],
+                            ids["ResNet-50"]: ERRORS["r50"]})
+    md = to_markdown(build_table(spec, runs, load_paper_numbers()))
+    assert md.startswith("# imagenet/squeeze@imagenet-ablation-plateau: SE-ResNet-50: squeeze "
+                         "operator (ImageNet) (protocol: preset imagenet-ablation-plateau)")
+    assert ("Protocol: our runs used preset imagenet-ablation-plateau (TPAMI ablation protocol "
+            "for ImageNet, plateau form (Sec. 6: ~300 epochs)). The paper column: Sec. 6: lr "
+            "0.1, divided by 10 each time the validation loss plateaus") in md
+    main = from_grid(load_grid("cifar10/main"))
+    runs = fake_runs(main, {main.points[0].point_id: [(6.4, 0.3)]}, num_classes=10)
+    line = protocol_line(build_table(main, runs, load_paper_numbers()))
+    assert line.startswith("Protocol: our runs used preset cifar-preact (pre-activation ResNet "
+                           "protocol for CIFAR (He et al. 2016)) for ResNet-110 (original), "
+                           "SE-ResNet-110, ResNet-164 (original), SE-ResNet-164; preset "
+                           "cifar-wrn (wide-ResNet protocol for CIFAR) for WRN-16-8")
+    assert "The paper column: Sec. 5.2: each network's original protocol" in line

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from senet.commands.common import add_preset_override
+
 HELP = "count the unique trainings of some grids and project their device-hours"
 
 
@@ -18,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which rows of senet/throughput.toml to use when the tracking store "
                         "has no finished run of a model (default: %(default)s; 'cpu' for CPUs)")
     p.add_argument("--data-root", help="count the images of trees under this root")
+    add_preset_override(p)
     p.add_argument("--json", action="store_true", help="print the same figures as JSON")
 
 
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A search file is priced as its budget: trials x seeds trainings of its model.
     grids = [search.as_grid(search.load_search(spec)) if search.is_search_file(spec)
-             else load_grid(spec) for spec in args.grids]
+             else load_grid(spec, args.preset) for spec in args.grids]
     plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,
                      device=args.device, data_root=args.data_root)
     if args.json:

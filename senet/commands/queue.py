@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from senet.commands.common import add_stores
+from senet.commands.common import add_preset_override, add_stores
 
 HELP = "queue every point x seed of one or more grids for `senet work`"
 # The paper's numbers live with the analysis; senet core never imports analysis, so the
@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use seeds 0..N-1 instead of the grid file's seeds")
     p.add_argument("--retry-failed", action="store_true",
                    help="queue again the points whose trainings failed")
+    add_preset_override(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise SenetError(f"--seeds {args.seeds}: expected a number of seeds >= 1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Validate every grid, and what its workers will need, before touching the queue.
-    grids = [load_grid(spec) for spec in args.grids]
+    grids = [load_grid(spec, args.preset) for spec in args.grids]
     _check_distinct(grids)
     for grid in grids:
         check_data(grid)
