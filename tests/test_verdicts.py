@@ -311,3 +311,24 @@ def test_each_table_says_which_protocol_ran_and_which_made_the_paper_column():
                            "SE-ResNet-110, ResNet-164 (original), SE-ResNet-164; preset "
                            "cifar-wrn (wide-ResNet protocol for CIFAR) for WRN-16-8")
     assert "The paper column: Sec. 5.2: each network's original protocol" in line
+
+
+def test_a_class_flat_over_channels_is_marked_in_its_panel(tmp_path, monkeypatch):
+    from analysis.excitation_select import flat_classes, flat_notes
+    from analysis.figures import plot_inter_class
+
+    stats = _stats(["n02110958", "n09246464", "n02690373", "n01443537"])
+    block = stats.blocks["SE_1_1"]
+    block.mean[0] = 0.5 + np.linspace(-0.02, 0.02, 8)  # pug: sigmoid(0) on every channel
+    assert [c for c, _, _ in flat_classes(stats, "SE_1_1", stats.classes)] == ["n02110958"]
+    assert flat_notes(stats, ["SE_1_1"], stats.classes) == [
+        "SE_1_1: flat over its 8 channels: pug (0.50 ± 0.01)"]
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, out: drawn.append(fig) or [])
+    plot_inter_class(stats, None, None, tmp_path / "inter")
+    assert [t.get_text() for t in drawn[0].axes[0].texts] == ["flat: pug (0.50 ± 0.01)"]
+    note = drawn[0].legends[0].get_title().get_text()
+    assert note.startswith("flat: the class's mean gate varies by less than 0.05")
+    block.mean[0] += np.linspace(-0.3, 0.3, 8)
+    plot_inter_class(stats, None, None, tmp_path / "inter")
+    assert not drawn[1].axes[0].texts and not drawn[1].legends[0].get_title().get_text()

@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path}")
         for line in report.skipped:
             print(f"  skipped: {line}")
+        for line in report.notes:
+            print(f"  note: {line}")
         link = dashboard_line(client, args.tracking_uri, item.spec.name)
         if link:
             print(link)
