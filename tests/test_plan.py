@@ -160,17 +160,24 @@ def test_plan_skips_a_slot_whose_ticket_is_not_added_yet(tmp_path):
     assert (counts.queued, counts.failed, counts.total) == (4, 0, 4)
 
 
-def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri):
+def _finished_runs(tracking_uri: str, runs: list[tuple[float, float | None]]) -> None:
+    """FINISHED se_resnet20 runs at batch 128 on cpu with these (img/s, GMACs)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    exp = client.create_experiment("x")
-    for rate in (100.0, 300.0, 200.0):
+    exp = client.create_experiment("cpu-runs")
+    for rate, gmacs in runs:
         run = client.create_run(exp, tags={"senet.device": "cpu"})
         client.log_param(run.info.run_id, "model", "se_resnet20")
         client.log_param(run.info.run_id, "batch_size", "128")
         client.log_metric(run.info.run_id, "img_per_s", rate)
+        if gmacs is not None:
+            client.log_metric(run.info.run_id, "gmacs", gmacs)
         client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri):
+    _finished_runs(tracking_uri, [(100.0, None), (300.0, None), (200.0, None)])
     a = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace("subset = 600",
                                                                      "batch_size = 128"))
     plan = make_plan([a], storage_url=str(tmp_path / "none.journal"),
@@ -243,17 +250,8 @@ def test_rates_follow_multiply_adds(tmp_path):
 
 
 def test_each_figure_names_the_device_its_rate_came_from(tmp_path, tracking_uri):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.create_experiment("cpu-runs")
-    for rate, gmacs in ((480.0, 0.0410), (500.0, 0.0410), (90.0, 0.3)):  # the last: a variant
-        run = client.create_run(exp, tags={"senet.device": "cpu"})
-        client.log_param(run.info.run_id, "model", "se_resnet20")
-        client.log_param(run.info.run_id, "batch_size", "128")
-        client.log_metric(run.info.run_id, "img_per_s", rate)
-        client.log_metric(run.info.run_id, "gmacs", gmacs)
-        client.set_terminated(run.info.run_id, "FINISHED")
+    # the last run is of a variant with other multiply-adds: it prices nothing here
+    _finished_runs(tracking_uri, [(480.0, 0.0410), (500.0, 0.0410), (90.0, 0.3)])
     grid = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace("subset = 600",
                                                                         "batch_size = 128"))
     plan = make_plan([grid], storage_url=str(tmp_path / "none.journal"),
