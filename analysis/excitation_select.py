@@ -88,3 +88,41 @@ def choose_classes(
     others = [c for c in stats.classes if c in seen and c not in chosen]
     need = min(k - len(chosen), len(others))
     return chosen + [others[i * len(others) // need] for i in range(need)]
+
+
+# A class whose mean gate varies by less than this (std over the block's channels, on
+# the gate's 0-1 scale) is flat there: its excitation carries no channel information, as
+# when every hidden unit outputs zero for its images and the gate is sigmoid(bias).
+FLAT_STD = 0.05
+
+
+def flat_classes(stats: ExcitationStats, block: str, classes: Sequence[str],
+                 tol: float = FLAT_STD) -> list[tuple[str, float, float]]:
+    """(class, mean, std over channels) of the ``classes`` whose mean gate in ``block`` is
+    flat over all its channels (std below ``tol``)."""
+    b = stats.blocks[block]
+    out = []
+    for cls in classes:
+        row = b.mean[stats.classes.index(cls)]
+        if float(np.std(row)) < tol:
+            out.append((cls, float(np.mean(row)), float(np.std(row))))
+    return out
+
+
+def flat_notes(stats: ExcitationStats, blocks: Sequence[str], classes: Sequence[str],
+               tol: float = FLAT_STD) -> list[str]:
+    """One line per block where some of ``classes`` are flat over channels, e.g.
+    "SE_3_3: automobile flat over its 64 channels (0.50 ± 0.02)"."""
+    lines = []
+    for block in blocks:
+        flat = flat_classes(stats, block, classes, tol)
+        if flat:
+            n = stats.blocks[block].mean.shape[1]
+            what = ", ".join(f"{display_name(c)} ({m:.2f} ± {s:.2f})" for c, m, s in flat)
+            lines.append(f"{block}: flat over its {n} channels: {what}")
+    return lines
+
+
+FLAT_FOOTNOTE = (f"flat: the class's mean gate varies by less than {FLAT_STD:g} (std) over "
+                 "the block's channels, as when every hidden unit of the excitation outputs "
+                 "zero for it; a flat class shows no channel pattern, class-specific or not")

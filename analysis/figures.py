@@ -21,15 +21,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis.excitation_select import (
+    FLAT_FOOTNOTE,
     PAPER_CLASSES,
     PAPER_INTRA_CLASSES,
     PLANE_ASSUMPTION,
     PLANE_WNID,
     choose_classes,
     display_name,
+    flat_classes,
     pick_blocks,
     sample_channels,
 )
+from analysis.figure_stamp import pdf_metadata, png_metadata
 from analysis.tables import GridTable
 from senet.excitation.stats import ExcitationStats
 
@@ -60,9 +63,10 @@ def save_figure(fig: Figure, out_path: str | Path) -> list[Path]:
     bbox = fig.get_tightbbox().padded(mpl.rcParams["savefig.pad_inches"])
     fig.set_layout_engine("none")  # keep that layout for both files
     written = []
-    for suffix in (".png", ".pdf"):
+    # Each file carries the hash of the code that drew it (analysis.figure_stamp).
+    for suffix, metadata in ((".png", png_metadata()), (".pdf", pdf_metadata())):
         path = out.with_suffix(suffix)
-        fig.savefig(path, dpi=DPI, bbox_inches=bbox)
+        fig.savefig(path, dpi=DPI, bbox_inches=bbox, metadata=metadata)
         written.append(path)
     return written
 
@@ -110,6 +114,25 @@ def _with_plane_note(title: str, classes: Sequence[str]) -> str:
     return f"{title}\n({PLANE_ASSUMPTION})" if PLANE_WNID in classes else title
 
 
+def _mark_flat(ax: Any, stats: ExcitationStats, block: str, classes: Sequence[str],
+               name: Callable[[str], str]) -> bool:
+    """Say in the panel which classes are flat over the block's channels; True if any."""
+    flat = flat_classes(stats, block, classes)
+    if flat:
+        text = "flat: " + ", ".join(f"{name(c)} ({m:.2f} ± {s:.2f})" for c, m, s in flat)
+        ax.text(0.02, 0.03, text, transform=ax.transAxes, fontsize=8, va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+    return bool(flat)
+
+
+def _legend_note(any_flat: bool) -> dict[str, Any]:
+    """The figure legend's title: the note on flat classes, where a panel has one (the
+    layout keeps room for a legend's title, not for free text below it)."""
+    if not any_flat:
+        return {}
+    return {"title": f"{FLAT_FOOTNOTE}.", "title_fontproperties": {"size": 8, "style": "italic"}}
+
+
 def plot_inter_class(
     stats: StatsLike,
     classes: Sequence[str] | None,
@@ -134,6 +157,7 @@ def plot_inter_class(
     axes_style, context = _style()
     with axes_style, context:
         fig, axes = _grid(len(blocks), ncols=3, panel=(4.6, 3.2), sharey=True)
+        any_flat = False
         for ax, block in zip(axes, blocks, strict=True):
             b = stats.blocks[block]
             idx = sample_channels(b.mean.shape[1], n_channels, channel_seed)
@@ -142,11 +166,13 @@ def plot_inter_class(
                 row = b.mean[stats.classes.index(cls), idx]
                 ax.plot(x, row, color=color, lw=1.2, marker=".", ms=4, label=name(cls))
             ax.plot(x, b.all_mean[idx], color="black", lw=1.6, ls="--", label="all classes")
+            any_flat |= _mark_flat(ax, stats, block, classes, name)
             ax.set_title(block)
             ax.set_xlabel(_channel_axis(len(idx), b.mean.shape[1]))
             ax.set_ylabel("activation")
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False,
+                   **_legend_note(any_flat))
         default = f"Inter-class excitation (channels sampled with seed {channel_seed})"
         fig.suptitle(_with_plane_note(title or default, classes))
         return save_figure(fig, out_path)
@@ -175,6 +201,7 @@ def plot_intra_class(
     with axes_style, context:
         ncols = len(blocks)
         fig, axes = _grid(ncols * len(classes), ncols=ncols, panel=(3.3, 2.7), sharey=True)
+        any_flat = False
         for r, (cls, color) in enumerate(zip(classes, palette, strict=True)):
             k = stats.classes.index(cls)
             for c, block in enumerate(blocks):
@@ -186,6 +213,7 @@ def plot_intra_class(
                 ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.3, lw=0,
                                 label=f"{name(cls)}: ± 1 std over images")
                 ax.plot(x, mean, color=color, lw=1.3, label=f"{name(cls)}: mean")
+                any_flat |= _mark_flat(ax, stats, block, [cls], name)
                 ax.set_title(f"{block}, {name(cls)}")
                 n_img = int(b.count[k])
                 ax.set_ylabel(f"{name(cls)} (n = {n_img})\nactivation" if c == 0 else "")
@@ -195,7 +223,8 @@ def plot_intra_class(
             h, lbl = axes[r * ncols].get_legend_handles_labels()
             handles += h
             labels += lbl
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False,
+                   **_legend_note(any_flat))
         default = "Intra-class excitation: mean ± std over the images of a class"
         fig.suptitle(_with_plane_note(title or default, classes))
         return save_figure(fig, out_path)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.excitation_select import flat_notes, pick_blocks
 from analysis.figures import (
     plot_error_by_variant,
     plot_inter_class,
@@ -42,6 +43,7 @@ class FigureOptions:
 class FigureReport:
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a reader must know about the data
 
 
 def slug(text: str) -> str:
@@ -94,6 +96,9 @@ def _excitation(
                 continue
             stats = ExcitationStats.load(local)
             which = f"{table.spec.name}, {point.label}, seed {run.seed}"
+            blocks = pick_blocks(list(stats.blocks))
+            report.notes += [f"{point.label}, seed {run.seed}: {line}"
+                             for line in flat_notes(stats, blocks, stats.classes)]
             kwargs = {"n_channels": options.n_channels, "channel_seed": options.channel_seed}
             stem = folder / f"{table.spec.short_name}_{name}"
             report.written += plot_inter_class(

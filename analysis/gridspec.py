@@ -178,10 +178,10 @@ def load_spec(spec: str, runs_for: Callable[[str], pd.DataFrame] | None = None,
     queued grid was queued from (a grid declared with `name =` outside experiments/);
     ``runs_for(name)`` supplies runs for grids that have no file (e.g. one since deleted);
     a name with neither file nor runs is an error."""
-    from senet.settings.grid import load_grid, resolve_grid_path
+    from senet.settings.grid import load_grid, resolve_grid_path, split_protocol
 
     try:
-        resolve_grid_path(spec)
+        resolve_grid_path(split_protocol(spec)[0])
     except SenetError:
         name = spec.removesuffix(".toml")
         found = recorded_file(name) if recorded_file is not None else None

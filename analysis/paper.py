@@ -33,14 +33,23 @@ class PaperRow:
         )
 
 
-CLAIM_KINDS = ("better_than", "worse_than", "within")
+# What a claim can say, each a kind analysis/verdicts.py judges from seeds:
+#   better_than / worse_than ROW   lower / higher error than ROW
+#   within = D, of = ROW            at most D points more error than ROW (one-sided)
+#   similar_to = ROW, margin = D    within D points of ROW either way (equivalence)
+#   not_monotone = [ROW, ...]       error does not rise steadily along the rows as
+#                                   listed (e.g. from most to least capacity): some row
+#                                   has more error than a row listed after it
+PAIR_KINDS = ("better_than", "worse_than", "within", "similar_to")
+SET_KINDS = ("not_monotone",)
+CLAIM_KINDS = (*PAIR_KINDS, *SET_KINDS)
 
 
 @dataclass(frozen=True)
 class Claim:
-    """What the paper says two rows show: ``row`` has lower error than ``ref``
-    (better_than), higher (worse_than), or at most ``margin`` points more (within).
-    Rows are paper row ids, or point labels for a grid's own claims."""
+    """What the paper says some rows show. A pair claim compares ``row`` with ``ref``; a
+    set claim (not_monotone) is about ``rows`` in their order. Rows are paper row ids, or
+    point labels for a grid's own claims. ``margin`` is in error points."""
 
     text: str
     row: str
@@ -48,26 +57,52 @@ class Claim:
     kind: str
     metric: str = "top1"
     margin: float = 0.0
+    rows: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every row the claim needs, in order."""
+        return self.rows if self.kind in SET_KINDS else (self.row, self.ref)
 
 
 def parse_claim(data: Mapping[str, Any], where: str) -> Claim:
     """A claim from its TOML form, e.g. ``{claim = "...", row = "max", worse_than = "avg"}``."""
     kinds = [k for k in CLAIM_KINDS if k in data]
-    if "claim" not in data or "row" not in data or len(kinds) != 1:
-        raise SenetError(
-            f"{where}: a claim needs `claim`, `row` and one of better_than, worse_than, "
-            f"within (with `of`); got {dict(data)}"
-        )
-    kind = kinds[0]
+    shape = ("a claim needs `claim` and one of: `row` with better_than, worse_than, within "
+             "(with `of`) or similar_to (with `margin`); or not_monotone = [ROWS]")
+    if "claim" not in data or len(kinds) != 1:
+        raise SenetError(f"{where}: {shape}; got {dict(data)}")
+    kind, text = kinds[0], str(data["claim"])
     metric = str(data.get("metric", "top1"))
     if metric not in ("top1", "top5"):
-        raise SenetError(f"{where}: claim metric {metric!r}: use top1 or top5")
+        raise SenetError(f"{where}: claim {text!r}: metric {metric!r}: use top1 or top5")
+    if kind in SET_KINDS:
+        rows = data[kind]
+        if not isinstance(rows, list) or len(rows) < 3 or len(set(rows)) != len(rows):
+            raise SenetError(f"{where}: claim {text!r}: {kind} needs a list of at least "
+                             f"3 distinct rows, got {rows!r}")
+        return Claim(text, str(rows[0]), str(rows[-1]), kind, metric,
+                     rows=tuple(str(r) for r in rows))
+    if "row" not in data:
+        raise SenetError(f"{where}: {shape}; got {dict(data)}")
+    row = str(data["row"])
     if kind == "within":
         if "of" not in data:
-            raise SenetError(f"{where}: claim {data['claim']!r}: `within` needs `of = ROW`")
-        return Claim(str(data["claim"]), str(data["row"]), str(data["of"]), kind, metric,
-                     float(data["within"]))  # fmt: skip
-    return Claim(str(data["claim"]), str(data["row"]), str(data[kind]), kind, metric)
+            raise SenetError(f"{where}: claim {text!r}: `within` needs `of = ROW`")
+        return Claim(text, row, str(data["of"]), kind, metric, _margin(data["within"], text, where))
+    if kind == "similar_to":
+        if "margin" not in data:
+            raise SenetError(f"{where}: claim {text!r}: `similar_to` needs `margin = POINTS`")
+        return Claim(text, row, str(data[kind]), kind, metric,
+                     _margin(data["margin"], text, where))
+    return Claim(text, row, str(data[kind]), kind, metric)
+
+
+def _margin(value: Any, text: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SenetError(f"{where}: claim {text!r}: the margin must be a number of error "
+                         f"points > 0, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -82,6 +117,7 @@ class PaperTable:
     aliases: tuple[str, ...] = ()
     no_table: str | None = None  # why the paper has nothing to compare with
     claims: tuple[Claim, ...] = ()
+    protocol: str = ""  # how the paper trained the rows it prints, in words
 
     @property
     def has_numbers(self) -> bool:
@@ -200,6 +236,7 @@ def parse_paper_numbers(text: str) -> PaperBook:
                 claims=tuple(
                     parse_claim(c, f"analysis/{_DATA} {t['key']}") for c in t.get("claims", [])
                 ),
+                protocol=t.get("protocol", ""),
             )
         )
     src = data["source"]

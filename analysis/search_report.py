@@ -6,8 +6,10 @@ tested on synthetic trials and fed from an Optuna study (``trials_from_study``).
 
 The yardstick is the paper's own choice: one r for every stage. The uniform trials
 (r = 2, 4, ..., 32 in every stage) form a curve of error against cost; a per-stage
-setting is judged by its error minus the curve's error at its cost (linear
+setting is measured by its error minus the curve's error at its cost (linear
 interpolation in cost; clamped to the curve's ends outside it, which the table marks).
+The verdict follows the tables' rule: "yes" only where that difference's interval over
+seeds lies below zero, else "not decided" (see ``judge_search``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
+
+from analysis.stats import t_quantile
 
 COSTS = {"params": ("params_m", "params (M)"), "gmacs": ("gmacs", "GMACs")}
-# Paper Table 10 is SE-ResNet-50 on ImageNet; it is drawn only for that model.
-PAPER_MODEL = "se_resnet50"
 
 
 @dataclass(frozen=True)
@@ -102,109 +103,127 @@ def seed_noise(trials: Sequence[SearchTrial]) -> float | None:
     return math.sqrt(float(np.mean(variances))) if variances else None
 
 
+@dataclass(frozen=True)
+class CurveGap:
+    """A trial's error minus the uniform curve's at its cost, with its interval over seeds."""
+
+    trial: SearchTrial
+    diff: float
+    low: float | None  # None: too few seeds for an interval
+    high: float | None
+
+
+def curve_gap(trial: SearchTrial, curve: Sequence[SearchTrial], cost: str = "params",
+              level: float = 0.95) -> CurveGap | None:
+    """The trial against the uniform curve at its cost, with a Welch interval over seeds.
+
+    The curve's error there is w * A + (1 - w) * B for its two neighbours A and B in cost,
+    so the difference's variance is s_t^2/n_t + w^2 s_A^2/n_A + (1 - w)^2 s_B^2/n_B, with
+    Welch-Satterthwaite degrees of freedom. None outside the curve's cost range."""
+    xs = [t.cost(cost) for t in curve]
+    x = trial.cost(cost)
+    if not curve or not min(xs) <= x <= max(xs):
+        return None
+    k = next(i for i in range(len(curve)) if xs[i] >= x)
+    j = max(k - 1, 0)
+    w = 1.0 if xs[k] == xs[j] else (xs[k] - x) / (xs[k] - xs[j])  # weight of curve[j]
+    parts = [(trial, 1.0), (curve[j], w), (curve[k], 1.0 - w)]
+    diff = trial.error - sum(c * t.error for t, c in parts[1:])
+    pieces = [(c**2 * t.error_std**2 / len(t.errors), len(t.errors) - 1)
+              for t, c in parts if c > 0 and t.error_std is not None]
+    if len(pieces) < sum(1 for _, c in parts if c > 0):
+        return CurveGap(trial, diff, None, None)  # a single-seed trial: no interval
+    se2 = sum(v for v, _ in pieces)
+    if se2 == 0:
+        return CurveGap(trial, diff, diff, diff)
+    df = se2**2 / sum(v**2 / d for v, d in pieces)
+    half = t_quantile(0.5 + level / 2, df) * math.sqrt(se2)
+    return CurveGap(trial, diff, diff - half, diff + half)
+
+
+def _monotone(curve: Sequence[SearchTrial]) -> bool:
+    """Error falls (or stays) as cost rises along the uniform curve."""
+    return all(b.error <= a.error for a, b in zip(curve, curve[1:], strict=False))
+
+
 def verdict(trials: Sequence[SearchTrial], cost: str = "params") -> str:
-    """One sentence: did a per-stage setting beat the uniform curve by more than the noise?"""
+    """One sentence, by the tables' rule: a per-stage setting beats the uniform curve only
+    where its interval over seeds (Bonferroni over the per-stage trials compared, since
+    the best of many is picked) lies below zero; otherwise it is not decided."""
+    return judge_search(trials, cost)[0]
+
+
+def judge_search(trials: Sequence[SearchTrial], cost: str = "params"
+                 ) -> tuple[str, SearchTrial | None]:
+    """The verdict and the per-stage trial it names (None when it names none)."""
     curve = uniform_curve(trials, cost)
     if len(curve) < 2:
-        return "No verdict: fewer than two uniform-r trials, so there is no curve to beat."
-    noise = seed_noise(trials)
-    candidates = []
-    for t in trials:
-        if t.uniform_r is not None or t.is_plain:
-            continue
-        d, inside = distance_from_curve(t, curve, cost)
-        if d is not None and inside:
-            candidates.append((d, t))
-    if not candidates:
+        return "No verdict: fewer than two uniform-r trials, so there is no curve to beat.", None
+    candidates = [t for t in trials if t.uniform_r is None and not t.is_plain]
+    m = sum(1 for t in candidates if curve_gap(t, curve, cost) is not None)
+    if not m:
         return ("No verdict: no per-stage trial lies within the cost range of the "
-                "uniform-r curve.")
-    best_d, best = min(candidates, key=lambda c: c[0])
-    what = f"trial {best.number} (r = {best.reduction})"
-    if noise is None:
-        side = "below" if best_d < 0 else "above"
-        return (f"Cannot tell: one seed per trial gives no seed-noise estimate; the best "
-                f"per-stage setting, {what}, is {abs(best_d):.2f} points {side} the "
-                "uniform-r curve.")
-    if -best_d > noise:
-        return (f"Yes: {what} is {-best_d:.2f} points below the uniform-r curve, more than "
-                f"the seed noise ({noise:.2f} points std).")
-    return (f"No: no per-stage setting beat the uniform-r curve by more than the seed "
-            f"noise ({noise:.2f} points std); the best, {what}, is {best_d:+.2f} points "
-            "from it.")
+                "uniform-r curve."), None
+    level = 1 - 0.05 / m
+    gaps = [g for t in candidates if (g := curve_gap(t, curve, cost, level)) is not None]
+    shape = "" if _monotone(curve) else (
+        " The uniform-r curve itself is not monotone in cost, so its own points are as "
+        "noisy as the trials.")
+    bounded = [g for g in gaps if g.high is not None]
+    if not bounded:
+        best = min(gaps, key=lambda g: g.diff)
+        side = "below" if best.diff < 0 else "above"
+        return (f"Not decided: one seed per trial gives no interval over seeds; the best "
+                f"per-stage setting, {_named(best.trial)}, is {abs(best.diff):.2f} points "
+                f"{side} the uniform-r curve.{shape}"), best.trial
+    strongest = min(bounded, key=lambda g: g.high)  # type: ignore[arg-type, return-value]
+    if strongest.high < 0:  # type: ignore[operator]
+        return (f"Yes: {_named(strongest.trial)} is {-strongest.diff:.2f} points below the "
+                f"uniform-r curve at its cost ({_interval(strongest, level, m)})."
+                f"{shape}"), strongest.trial
+    closest = min(gaps, key=lambda g: g.diff)
+    return (f"Not decided: no per-stage setting's interval lies below the uniform-r curve; "
+            f"the lowest, {_named(closest.trial)}, is {closest.diff:+.2f} points from it "
+            f"({_interval(closest, level, m)}).{shape}"), closest.trial
+
+
+def _interval(gap: CurveGap, level: float, m: int) -> str:
+    bounds = "n < 2" if gap.low is None else f"{gap.low:+.2f}, {gap.high:+.2f}"
+    trials = "1 per-stage trial" if m == 1 else f"{m} per-stage trials"
+    return f"{100 * level:.1f} % interval [{bounds}] over seeds, Bonferroni over {trials}"
+
+
+def _named(trial: SearchTrial) -> str:
+    return f"trial {trial.number} (r = {trial.reduction})"
 
 
 # ---------------------------------------------------------------------------
 # Table and figure
 
 
-def front_table(trials: Sequence[SearchTrial], cost: str = "params") -> str:
-    """Markdown table of the non-dominated trials."""
+def front_table(trials: Sequence[SearchTrial], cost: str = "params",
+                named: SearchTrial | None = None) -> str:
+    """Markdown table of the non-dominated trials, and of ``named`` (the trial the verdict
+    names) where it is not one of them."""
     curve = uniform_curve(trials, cost)
     stages = len(trials[0].reduction.split(",")) if trials else 0
     head = ["trial", *(f"r{i + 1}" for i in range(stages)), "top-1 err (%)", "params (M)",
             "GMACs", "vs uniform curve (pts)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t in pareto_front(trials, cost):
+    front = pareto_front(trials, cost)
+    shown = front + ([named] if named is not None and named not in front else [])
+    for t in sorted(shown, key=lambda t: (t.cost(cost), t.error)):
         err = f"{t.error:.2f}" + (f" ± {t.error_std:.2f}" if t.error_std is not None else "")
         d, inside = distance_from_curve(t, curve, cost)
         dist = "—" if d is None else f"{d:+.2f}" + ("" if inside else " (outside curve)")
         if t.uniform_r is not None:
             dist += " (uniform)"
+        if t not in front:
+            dist += " (named by the verdict; not on the front)"
         cells = [str(t.number), *t.reduction.split(","), err, f"{t.params_m:.4f}",
                  f"{t.gmacs:.4f}", dist]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _paper_points() -> list[tuple[float, float, str]]:
-    from analysis.paper import load_paper_numbers
-
-    book = load_paper_numbers()
-    table = next(t for t in book.tables if t.key == "reduction")
-    return [(r.params_m, r.top1, r.label) for r in table.rows
-            if r.params_m is not None and r.top1 is not None and "reduction" in r.match]
-
-
-def front_figure(
-    trials: Sequence[SearchTrial], cost: str = "params", model: str | None = None,
-    title: str | None = None,
-) -> Figure:
-    """Error against cost: every trial, the Pareto front, the uniform-r curve, and for
-    SE-ResNet-50 the paper's Table 10."""
-    fig = Figure(figsize=(7.0, 4.6), layout="constrained")
-    ax = fig.subplots()
-    label = COSTS[cost][1]
-    others = [t for t in trials if t.uniform_r is None and not t.is_plain]
-    ax.scatter([t.cost(cost) for t in others], [t.error for t in others], s=22,
-               color="0.6", label="per-stage trials", zorder=2)
-    front = pareto_front(trials, cost)
-    ax.step([t.cost(cost) for t in front], [t.error for t in front], where="post",
-            color="tab:red", lw=1.4, label="Pareto front", zorder=3)
-    ax.scatter([t.cost(cost) for t in front], [t.error for t in front], s=46,
-               facecolors="none", edgecolors="tab:red", lw=1.4, zorder=4)
-    curve = uniform_curve(trials, cost)
-    if curve:
-        ax.plot([t.cost(cost) for t in curve], [t.error for t in curve], "o-",
-                color="tab:blue", lw=1.4, ms=6, label="uniform r (paper's choice)", zorder=5)
-        for t in curve:
-            ax.annotate(f"r={t.uniform_r}", (t.cost(cost), t.error), textcoords="offset points",
-                        xytext=(4, 5), fontsize=8, color="tab:blue")
-    for t in trials:
-        if t.is_plain:
-            ax.scatter([t.cost(cost)], [t.error], marker="s", s=40, color="black",
-                       label="no SE", zorder=5)
-            break
-    if model == PAPER_MODEL and cost == "params":
-        paper = _paper_points()
-        ax.plot([p[0] for p in paper], [p[1] for p in paper], "D--", color="tab:green",
-                ms=5, lw=1, label="paper Table 10 (ImageNet)", zorder=5)
-    ax.set_xlabel(label)
-    ax.set_ylabel("validation top-1 error (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    if title:
-        ax.set_title(title, fontsize=10)
-    return fig
 
 
 def write_report(
@@ -213,11 +232,12 @@ def write_report(
 ) -> dict[str, Any]:
     """Write pareto.md, pareto.png and pareto.pdf under ``out_dir``; return the pieces."""
     from analysis.figures import save_figure
+    from analysis.search_figure import front_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = front_table(trials, cost)
-    line = verdict(trials, cost)
+    line, named = judge_search(trials, cost)
+    table = front_table(trials, cost, named)
     head = f"# {title}\n\n" if title else ""
     counts = f"{len(trials)} finished trials, {pruned} pruned.\n\n"
     (out / "pareto.md").write_text(f"{head}{counts}{table}\n\n**Verdict.** {line}\n")

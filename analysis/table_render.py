@@ -150,7 +150,35 @@ def describe(table: GridTable) -> list[str]:
         )
     else:
         lines.append(f"Paper: {table.paper_note}.")
+    lines.append(protocol_line(table))
     return lines
+
+
+def protocol_line(table: GridTable) -> str:
+    """Which protocol (preset) our runs used, and which one produced the paper column."""
+    groups: dict[str, list[str]] = {}
+    for point in table.spec.points:
+        groups.setdefault(str(point.settings.get("preset", "unknown")), []).append(point.label)
+    if len(groups) == 1:
+        ours = _preset_words(next(iter(groups)))
+    else:
+        ours = "; ".join(f"{_preset_words(name)} for {', '.join(labels)}"
+                         for name, labels in groups.items())
+    line = f"Protocol: our runs used {ours}."
+    if table.paper is not None and table.paper.protocol:
+        line += f" The paper column: {table.paper.protocol}."
+    return line
+
+
+def _preset_words(name: str) -> str:
+    from senet.errors import SenetError
+    from senet.settings.config import load_preset
+
+    try:
+        description = load_preset(name).get("description")
+    except SenetError:
+        description = None  # a preset file that is not here any more: its name alone
+    return f"preset {name}" + (f" ({description})" if description else "")
 
 
 def _md_escape(text: str) -> str:

@@ -245,22 +245,24 @@ def _table_verdicts(
     spec: GridSpec,
     paper: PaperTable | None,
     finished: pd.DataFrame,
-    by_paper_row: dict[str, str],
+    matched: dict[str, PaperRow | None],
 ) -> list[str]:
     """The paper's claims (rows by paper row id) and the grid's own (rows by label)."""
     labels = {p.point_id: p.label for p in spec.points}
+    by_paper_row = {r.id: pid for pid, r in reversed(matched.items()) if r is not None}
 
     def side(point_id: str | None, metric: str) -> Side | None:
         if point_id is None:
             return None
         values = finished.loc[finished["point"] == point_id, metric].dropna().tolist()
-        return Side(labels[point_id], values)
+        return Side(labels[point_id], values, _paper_value(matched[point_id], metric))
 
     lines = []
     if paper is not None:
-        lines += verdicts(paper.claims, lambda rid, m: side(by_paper_row.get(rid), m))
+        lines += verdicts(paper.claims, lambda rid, m: side(by_paper_row.get(rid), m),
+                          spec.dataset)
     by_label = {p.label: p.point_id for p in spec.points}
-    lines += verdicts(spec.claims, lambda label, m: side(by_label.get(label), m))
+    lines += verdicts(spec.claims, lambda label, m: side(by_label.get(label), m), spec.dataset)
     return lines
 
 
@@ -338,7 +340,7 @@ def build_table(
     if paper is not None:
         table.paper_rows = pd.DataFrame([_paper_only_row(r) for r in paper.rows if r.paper_only])
     table.notes = _notes(spec, runs, seeds, paper, matched, paper_note)
-    table.verdicts = _table_verdicts(spec, paper, finished, by_paper_row)
+    table.verdicts = _table_verdicts(spec, paper, finished, matched)
     table.num_classes = _num_classes(spec, runs)
     if spec.adaptive is not None:  # how adaptive seeds stand: senet.queue.sequential
         table.verdicts += adaptive_lines(spec, paper, finished, by_paper_row, runs)

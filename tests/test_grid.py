@@ -41,10 +41,10 @@ def test_imagenet_grids_follow_the_paper():
     assert rows["stages"] == ["ResNet-50", "SE_Stage_2", "SE_Stage_3", "SE_Stage_4",
                               "SE_Stage_2,3,4", "SE_All"]
     assert rows["nosqueeze"] == ["ResNet-50", "NoSqueeze", "SE"]
-    assert rows["integration"] == ["SE", "SE-PRE", "SE-POST", "SE-Identity"]
-    assert rows["se3x3"] == ["SE", "SE_3x3"]
-    assert rows["squeeze"] == ["Max", "Avg"]
-    assert rows["gate"] == ["ReLU", "Tanh", "Sigmoid"]
+    assert rows["integration"] == ["SE", "SE-PRE", "SE-POST", "SE-Identity", "ResNet-50"]
+    assert rows["se3x3"] == ["SE", "SE_3x3", "ResNet-50"]
+    assert rows["squeeze"] == ["Max", "Avg", "ResNet-50"]
+    assert rows["gate"] == ["ReLU", "Tanh", "Sigmoid", "ResNet-50"]
     assert rows["activation"] == ["ReLU", "none"]
     grid = load_grid("imagenet/reduction")
     assert grid.paper_table == "imagenet/reduction" and grid.paper_ref == "TPAMI Table 10"
@@ -256,3 +256,30 @@ def test_a_name_read_back_from_mlflow_never_leaves_the_output_folder():
 
     with pytest.raises(SenetError, match="outside the output folder"):
         _ = GridSpec(name="../../escape", title="x", points=()).folder
+
+
+def test_a_grid_under_another_protocol_is_a_grid_of_its_own(tmp_path):
+    fixed = load_grid("imagenet/gate")
+    plateau = load_grid("imagenet/gate", preset="imagenet-ablation-plateau")
+    assert plateau.name == "imagenet/gate@imagenet-ablation-plateau"
+    assert plateau.title.endswith("(protocol: preset imagenet-ablation-plateau)")
+    assert {p.settings["preset"] for p in plateau.points} == {"imagenet-ablation-plateau"}
+    assert [p.label for p in plateau.points] == [p.label for p in fixed.points]
+    assert not {p.id for p in plateau.points} & {p.id for p in fixed.points}
+    # The name alone finds it again (senet tables, status and work take it).
+    again = load_grid("imagenet/gate@imagenet-ablation-plateau")
+    assert [p.id for p in again.points] == [p.id for p in plateau.points]
+    # The file's own preset changes nothing, not even the name.
+    assert load_grid("imagenet/gate", preset="imagenet-ablation").name == "imagenet/gate"
+    # Per-row presets give way too: WRN-16-8 rows leave cifar-wrn.
+    main = load_grid("cifar10/main@cifar-preact")
+    assert {p.settings["preset"] for p in main.points} == {"cifar-preact"}
+    with pytest.raises(SenetError, match="--preset 'nope': give one of .*imagenet-ablation"):
+        load_grid("imagenet/gate", preset="nope")
+    with pytest.raises(SenetError, match="names preset 'fast' and --preset gives 'imagenet'"):
+        load_grid("imagenet/gate@fast", preset="imagenet")
+    axis = tmp_path / "p.toml"
+    axis.write_text('dataset = "builtin"\nmodel = "resnet20"\npreset = "fast"\n'
+                    '[axes]\npreset = ["fast", "cifar-preact"]\n')
+    with pytest.raises(SenetError, match="axes.preset: the grid varies the preset itself"):
+        load_grid(axis, preset="cifar-wrn")

@@ -25,6 +25,41 @@ def test_key_is_resolved_settings_plus_seed():
     assert training_key(BASE, 0) != training_key({**BASE, "preset": "cifar-preact"}, 0)
 
 
+def test_options_a_model_does_not_have_leave_its_key():
+    """cifar-preact-ablation is cifar-preact plus `[model] bias = false`, which a plain
+    ResNet does not have: its plain baselines are the same trainings under both."""
+    plain = {"model": "resnet110", "dataset": "cifar10", "preset": "cifar-preact"}
+    ablation = {**plain, "preset": "cifar-preact-ablation"}
+    assert training_key(plain, 0) == training_key(ablation, 0)
+    se = {**plain, "model": "se_resnet110"}
+    assert training_key(se, 0) != training_key({**se, "preset": "cifar-preact-ablation"}, 0)
+    # Keys that were right stay as they were (runs in existing stores are found by key):
+    # these are the keys a20f332 gave the ablation's SE row and Table 4's ResNet-110.
+    assert training_key({**se, "preset": "cifar-preact-ablation"}, 0) == "dfa9aaf49421a308"
+    assert training_key(plain, 0) == "446ad14e4b6e4414"
+
+
+def test_shipped_cifar_grids_train_each_plain_baseline_once_per_seed(tmp_path):
+    """Table 4's ResNet-110 and ResNet-164 (cifar-preact) are the ablations' baselines
+    (cifar-preact-ablation): one training per seed and dataset, queued or planned."""
+    from senet.queue import tickets as q
+    from senet.queue.storage import open_storage
+
+    names = ["main", "gate", "se3x3", "reduction"]
+    grids = [load_grid(f"{ds}/{n}") for ds in ("cifar10", "cifar100") for n in names]
+    plan = make_plan(grids, storage_url=str(tmp_path / "none.journal"),
+                     tracking_uri=f"sqlite:///{tmp_path}/none.db")
+    for model in ("resnet110", "resnet164"):
+        plain = [t for t in plan.trainings.values() if t.model == model]
+        assert len(plain) == 6, model  # 3 seeds x 2 datasets
+    r110 = next(t for t in plan.trainings.values() if t.model == "resnet110")
+    assert r110.grids == ["cifar10/main", "cifar10/gate", "cifar10/reduction"]
+    storage = open_storage(str(tmp_path / "q.journal"))
+    q.queue_grid(storage, load_grid("cifar10/main"), [0], False)
+    result = q.queue_grid(storage, load_grid("cifar10/gate"), [0], False)
+    assert (result.added, result.shared) == (3, 1)  # the ResNet-110 row was queued by main
+
+
 def _grid(tmp_path, name, body):
     path = tmp_path / f"{name}.toml"
     path.write_text(textwrap.dedent(body))
@@ -126,18 +161,24 @@ def test_plan_skips_a_slot_whose_ticket_is_not_added_yet(tmp_path):
     assert (counts.queued, counts.failed, counts.total) == (4, 0, 4)
 
 
-def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def _finished_runs(tracking_uri: str, runs: list[tuple[float, float | None]]) -> None:
+    """FINISHED se_resnet20 runs at batch 128 on cpu with these (img/s, GMACs)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    exp = client.create_experiment("x")
-    for rate in (100.0, 300.0, 200.0):
+    exp = client.create_experiment("cpu-runs")
+    for rate, gmacs in runs:
         run = client.create_run(exp, tags={"senet.device": "cpu"})
         client.log_param(run.info.run_id, "model", "se_resnet20")
         client.log_param(run.info.run_id, "batch_size", "128")
         client.log_metric(run.info.run_id, "img_per_s", rate)
+        if gmacs is not None:
+            client.log_metric(run.info.run_id, "gmacs", gmacs)
         client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def test_throughput_from_tracking_store_beats_the_table(tmp_path, tracking_uri):
+    _finished_runs(tracking_uri, [(100.0, None), (300.0, None), (200.0, None)])
     a = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace("subset = 600",
                                                                      "batch_size = 128"))
     plan = make_plan([a], storage_url=None,
@@ -202,3 +243,50 @@ def test_plan_in_packs_costs_each_pack_at_the_assumed_gain(tmp_path, capsys, mon
                  "--storage", kwargs["storage_url"], "--tracking-uri", kwargs["tracking_uri"]]
                 ) == 2
     assert "--pack needs --pack-gain G >= 1" in capsys.readouterr().err
+
+
+def _gmacs(model: str, **options) -> float:
+    import torch
+
+    from senet.models import build
+    from senet.models.flops import count
+
+    with torch.device("meta"):
+        net = build(model, **options)
+    return count(net, 224 if "50" in model else 32).gmacs
+
+
+def test_rates_follow_multiply_adds(tmp_path):
+    stores = {"storage_url": str(tmp_path / "none.journal"),
+              "tracking_uri": f"sqlite:///{tmp_path}/none.db"}
+    plan = make_plan([load_grid("imagenet/nosqueeze")], **stores)
+    se, nosqueeze = plan.throughput["se_resnet50"], plan.throughput["se_resnet50 @ 4.27 GMACs"]
+    assert se.img_per_s == 3330  # the table's row
+    # NoSqueeze's gate runs at full resolution: 4.27 GMACs against 3.87, so 10 % slower.
+    ratio = _gmacs("se_resnet50") / _gmacs("se_resnet50", squeeze="none")
+    assert nosqueeze.img_per_s == pytest.approx(3330 * ratio) and 0.90 < ratio < 0.91
+    assert nosqueeze.source.startswith("scaled by multiply-adds (3.872 -> 4.275 GMACs)")
+    main = make_plan([load_grid("cifar10/main")], **stores)
+    wrn, r110 = main.throughput["wrn16_8"], main.throughput["resnet110"]
+    # WRN-16-8 does 6x the multiply-adds of ResNet-110, so it cannot be faster than it
+    assert wrn.img_per_s * _gmacs("wrn16_8") == pytest.approx(r110.img_per_s * _gmacs("resnet110"))
+    assert wrn.img_per_s < r110.img_per_s / 6
+    assert wrn.source.startswith("extrapolated from resnet110 by multiply-adds")
+    assert {t.device for t in main.throughput.values()} == {"NVIDIA H200"}
+
+
+def test_each_figure_names_the_device_its_rate_came_from(tmp_path, tracking_uri):
+    # the last run is of a variant with other multiply-adds: it prices nothing here
+    _finished_runs(tracking_uri, [(480.0, 0.0410), (500.0, 0.0410), (90.0, 0.3)])
+    grid = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace("subset = 600",
+                                                                        "batch_size = 128"))
+    plan = make_plan([grid], storage_url=str(tmp_path / "none.journal"),
+                     tracking_uri=tracking_uri, device="NVIDIA H200")
+    se, plain = plan.throughput["se_resnet20"], plan.throughput["resnet20"]
+    assert (se.img_per_s, se.device) == (490.0, "cpu")  # the median of the matching runs
+    assert (plain.img_per_s, plain.device) == (15940, "NVIDIA H200")
+    line = plan.summary_line()
+    assert "at rates from several devices (" in line
+    assert " on NVIDIA H200, " in line and " on cpu)" in line
+    # Small figures are given in minutes, never as "0.0 device-hours".
+    assert "0.0 device-hours" not in line and "device-minutes" in line

@@ -324,3 +324,25 @@ def test_tables_read_a_shared_run_under_each_grids_own_label(tmp_path, tracking_
     keys = grid_slots("cifar10/reduction")
     assert keys and len(keys) == len(set(keys)) and all(len(k) == 16 for k in keys)
     assert grid_slots("no/such/grid") is None
+
+
+# ---------------------------------------------------------------------------
+# Issue 21: any grid queued under another protocol, beside the file's own
+
+
+def test_queue_with_preset_is_a_grid_of_its_own(tmp_path, tracking_uri, capsys):
+    a = grid_file(tmp_path / "x" / "a.toml", "[axes]\nreduction = [4, 16]\n")
+    storage = str(tmp_path / "q.journal")
+    assert queue_cmd(str(a), "--storage", storage, "--tracking-uri", tracking_uri) == 0
+    assert queue_cmd(str(a), "--preset", "cifar-preact", "--storage", storage,
+                     "--tracking-uri", tracking_uri) == 0
+    out = capsys.readouterr().out
+    assert "x/a@cifar-preact: 2 points x 1 seeds; queued 2 new; 0 already queued" in out
+    # the file's own grid is untouched: nothing cancelled, both wait
+    assert ticket_states(storage) == {"x/a": {"WAITING": 2}, "x/a@cifar-preact": {"WAITING": 2}}
+    queue = q.GridQueue.open(open_storage(storage), "x/a@cifar-preact")
+    assert {t.settings["preset"] for t in queue.tickets()} == {"cifar-preact"}
+    own = q.GridQueue.open(open_storage(storage), "x/a")
+    assert not {t.key for t in queue.tickets()} & {t.key for t in own.tickets()}
+    assert cli(["status", f"{a}@cifar-preact", "--storage", storage]) == 0
+    assert "x/a@cifar-preact" in capsys.readouterr().out

@@ -8,6 +8,7 @@ from analysis.search_report import (
     SearchTrial,
     distance_from_curve,
     front_table,
+    judge_search,
     pareto_front,
     uniform_curve,
     verdict,
@@ -45,26 +46,53 @@ def test_front_keeps_exactly_the_non_dominated_trials():
     assert "-2.05" in table
 
 
-def test_verdict_yes_when_a_setting_beats_the_curve_by_more_than_the_noise():
+def test_verdict_yes_when_the_interval_over_seeds_lies_below_the_curve():
     trials = _uniform(CURVE)  # std over two seeds: 0.28 points
     trials.append(SearchTrial(20, "2,none,32", (31.0, 31.4), 0.2750, 0.0412))  # 31.2 - 33.05
-    text = verdict(trials)
-    assert text.startswith("Yes: trial 20 (r = 2,none,32) is 1.85 points below")
-    assert "0.28 points std" in text
+    assert verdict(trials) == (
+        "Yes: trial 20 (r = 2,none,32) is 1.85 points below the uniform-r curve at its cost "
+        "(95.0 % interval [-2.99, -0.71] over seeds, Bonferroni over 1 per-stage trial).")
 
 
-def test_verdict_no_when_the_gain_is_within_the_noise():
+def test_verdict_not_decided_when_the_interval_reaches_the_curve():
     trials = _uniform(CURVE)
     trials.append(SearchTrial(20, "2,none,32", (32.8, 33.2), 0.2750, 0.0412))  # 33.0 - 33.05
     text = verdict(trials)
-    assert text.startswith("No: no per-stage setting beat the uniform-r curve")
-    assert "-0.05 points" in text
+    assert text.startswith("Not decided: no per-stage setting's interval lies below the "
+                           "uniform-r curve; the lowest, trial 20 (r = 2,none,32), is -0.05")
+    assert "[-1.19, +1.09]" in text
 
 
-def test_verdict_with_one_seed_says_it_cannot_tell():
+def test_the_best_of_several_trials_pays_for_the_choice():
+    """1.2 points below the curve clears a 95 % interval, not the 99 % that picking the
+    best of five per-stage trials calls for (Bonferroni)."""
+    trials = _uniform(CURVE)
+    trials.append(SearchTrial(20, "2,none,32", (31.65, 32.05), 0.2750, 0.0412))
+    alone = verdict(trials)
+    assert alone.startswith("Yes: trial 20") and "Bonferroni over 1 per-stage trial" in alone
+    trials += [SearchTrial(21 + i, f"{r},none,32", (34.0, 34.4), 0.2750 + i / 1e4, 0.0412)
+               for i, r in enumerate((4, 8, 16, 64))]
+    many = verdict(trials)
+    assert many.startswith("Not decided:") and "99.0 % interval" in many
+
+
+def test_verdict_with_one_seed_is_not_decided():
     trials = _uniform({r: (e[0],) for r, e in CURVE.items()})
     trials.append(SearchTrial(20, "2,none,32", (31.0,), 0.2750, 0.0412))
-    assert verdict(trials).startswith("Cannot tell: one seed per trial")
+    assert verdict(trials).startswith("Not decided: one seed per trial gives no interval")
+
+
+def test_the_table_shows_the_trial_the_verdict_names_and_says_the_curve_bends():
+    bent = {**CURVE, 8: (34.0, 34.4)}  # r = 8 above r = 4 and r = 16
+    trials = _uniform(bent)
+    # dominated by r = 16 (cheaper, and 0.3 lower), yet 0.7 below the curve at its cost
+    trials.append(SearchTrial(20, "2,4,16", (33.3, 33.7), 0.2767, 0.0412))
+    line, named = judge_search(trials)
+    assert named.number == 20 and "not monotone in cost" in line
+    assert 20 not in [t.number for t in pareto_front(trials)]
+    table = front_table(trials, named=named)
+    assert "| 20 | 2 | 4 | 16 | 33.50 ± 0.28 |" in table
+    assert "(named by the verdict; not on the front)" in table
 
 
 def test_write_report_writes_table_figure_and_verdict(tmp_path):

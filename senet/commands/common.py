@@ -28,6 +28,15 @@ def add_stores(p: argparse.ArgumentParser, tracking_help: str = TRACKING_HELP) -
     add_tracking_uri(p, tracking_help)
 
 
+def add_preset_override(p: argparse.ArgumentParser) -> None:
+    """--preset NAME of `senet queue` and `senet plan`: every point under another protocol."""
+    p.add_argument("--preset", metavar="NAME",
+                   help="train every point of the grids under this preset instead of the "
+                        "file's (e.g. imagenet-ablation-plateau): the grid is queued as "
+                        "GRID@NAME, its own grid in the queue, MLflow and the tables; "
+                        "`senet tables GRID@NAME` reads it")
+
+
 def add_grid_filter(p: argparse.ArgumentParser) -> None:
     """The optional GRID of `senet work` and `senet status`."""
     p.add_argument("grid", nargs="?", metavar="GRID",
@@ -36,28 +45,29 @@ def add_grid_filter(p: argparse.ArgumentParser) -> None:
 
 def queue_name(spec: str) -> str:
     """The queue name of a grid as the user gave it: a name, a name with .toml, or a path."""
-    from senet.settings.grid import grid_name, resolve_grid_path
+    from senet.settings.grid import PROTOCOL_MARK, grid_name, resolve_grid_path, split_protocol
 
-    if spec.endswith(".toml"):
-        return grid_name(resolve_grid_path(spec))
-    return spec
+    base, preset = split_protocol(spec)
+    name = grid_name(resolve_grid_path(base)) if base.endswith(".toml") else base
+    return f"{name}{PROTOCOL_MARK}{preset}" if preset else name
 
 
 def grid_argument(name: str, attrs: Mapping[str, Any]) -> str:
     """What to give `senet queue` for a queued grid: its name when that finds the same file,
     else the grid file recorded when it was queued."""
     from senet.errors import SenetError
-    from senet.settings.grid import resolve_grid_path
+    from senet.settings.grid import PROTOCOL_MARK, resolve_grid_path, split_protocol
     from senet.tracking.store import A_GRID_FILE
 
     recorded = attrs.get(A_GRID_FILE)
+    base, preset = split_protocol(name)
     try:
-        found = resolve_grid_path(name)
+        found = resolve_grid_path(base)
     except SenetError:
         found = None
     if recorded is None or (found is not None and str(found) == str(recorded)):
         return name
-    return str(recorded)
+    return f"{recorded}{PROTOCOL_MARK}{preset}" if preset else str(recorded)
 
 
 def retry_command(grids: Iterable[tuple[str, Mapping[str, Any]]], storage: str | None) -> str:

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path}")
         for line in report.skipped:
             print(f"  skipped: {line}")
+        for line in report.notes:
+            print(f"  note: {line}")
         for line in results_view(client, args.tracking_uri, item.spec.name, table.shows_top5):
             print(line)
     return 0

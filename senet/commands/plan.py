@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from senet.commands.common import add_preset_override
+
 HELP = "count the unique trainings of some grids and project their device-hours"
 
 
@@ -26,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the assumed speed of a pack: n packed trainings run at min(n, G) "
                         "times one training's img/s (measure it: benchmarks/bench_gpu.py "
                         "--paths packed-grid)")
+    add_preset_override(p)
     p.add_argument("--json", action="store_true", help="print the same figures as JSON")
     seeds = p.add_argument_group("seeds per claim (--seeds)")
     seeds.add_argument("--seeds", action="store_true",
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A search file is priced as its budget: trials x seeds trainings of its model.
     grids = [search.as_grid(search.load_search(spec)) if search.is_search_file(spec)
-             else load_grid(spec) for spec in args.grids]
+             else load_grid(spec, args.preset) for spec in args.grids]
     plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,
                      device=args.device, data_root=args.data_root, packing=packing)
     if args.seeds:  # the claims' seeds, priced at the plan's hours per training
@@ -120,20 +123,21 @@ def render(plan) -> str:
                      f"{g['running']:>4} {g['queued']:>6} {todo:>8} "
                      f"{g['device_hours_left']:>9.1f}")
     lines.append("")
-    by_model: dict[str, list[dict]] = {}
+    by_cost: dict[str, list[dict]] = {}
     for t in data["trainings"]:
-        by_model.setdefault(t["model"], []).append(t)
-    lines.append(f"{'model':<16} {'unique':>6} {'epochs':>7} {'images/training':>16} "
-                 f"{'img/s':>8} {'h/training':>10}  throughput from")
-    for model, ts in sorted(by_model.items()):
-        rate = data["throughput"][model]
+        by_cost.setdefault(t["cost"], []).append(t)
+    width = max([16, *(len(name) for name in by_cost)])
+    lines.append(f"{'network':<{width}} {'unique':>6} {'epochs':>7} {'images/training':>16} "
+                 f"{'img/s':>8} {'h/training':>10}  {'measured on':<12} throughput from")
+    for name, ts in sorted(by_cost.items()):
+        rate = data["throughput"][name]
         epochs = sorted({t["epochs"] for t in ts})
         images = sorted({t["images_per_training"] for t in ts})
         hours = sorted({t["device_hours"] for t in ts if t["device_hours"] is not None})
         lines.append(
-            f"{model:<16} {len(ts):>6} {_span(epochs):>7} {_span(images):>16} "
+            f"{name:<{width}} {len(ts):>6} {_span(epochs):>7} {_span(images):>16} "
             f"{rate['img_per_s'] or 0:>8.0f} {_span([round(h, 2) for h in hours]) or '?':>10}  "
-            f"{rate['source']}")
+            f"{rate['device'] or '—':<12} {rate['source']}")
     lines += ["", plan.summary_line()]
     overlap = sum(g["slots"] for g in data["grids"]) - data["total"]["unique"]
     if overlap > 0:
@@ -141,7 +145,7 @@ def render(plan) -> str:
         per_grid = sum(g["device_hours_left"] for g in data["grids"])
         lines.append(f"{overlap} of {slots} grid slots repeat a training of another slot "
                      f"(same resolved settings and seed) and train once; trained per grid "
-                     f"they would cost ≈ {per_grid:.1f} device-hours")
+                     f"they would cost ≈ {per_grid:.1f} device-hours at the same rates")
     return "\n".join(lines)
 
 

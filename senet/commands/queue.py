@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from senet.commands.common import add_stores
+from senet.commands.common import add_preset_override, add_stores
 
 HELP = "queue every point x seed of one or more grids for `senet work`"
 # The paper's numbers live with the analysis; senet core never imports analysis, so the
@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", metavar="DIR",
                    help="where the workers will find CIFAR or ImageNet (give `senet work` the "
                         "same); checked now (default for CIFAR: $SENET_DATA or ./data)")
+    add_preset_override(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise SenetError(f"--seeds {args.seeds}: expected a number of seeds >= 1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Validate every grid, and what its workers will need, before touching the queue.
-    grids = [load_grid(spec) for spec in args.grids]
+    grids = [load_grid(spec, args.preset) for spec in args.grids]
     _check_distinct(grids)
     classes = {grid.name: check_data(grid, args.data_root) for grid in grids}
     claims = {grid.name: adaptive_claims(grid, args.seeds) for grid in grids}
@@ -127,11 +128,13 @@ def _queue_one(q: Any, t: Any, storage: Any, grid: Any, seeds: list[int] | None,
 def _print_plan(grids: list[Any], args: argparse.Namespace, seeds: list[int] | None) -> None:
     """senet plan's one-line summary; a projection problem must not fail a done queueing."""
     from senet.errors import SenetError, one_line
-    from senet.queue.plan import make_plan
+    from senet.queue.plan import local_device, make_plan
 
     try:
+        # Priced for this machine's device where the store has no runs: the demo on a
+        # laptop says CPU time, not H200 time (`senet plan --device` prices others).
         plan = make_plan(grids, storage_url=args.storage, tracking_uri=args.tracking_uri,
-                         seeds=seeds)
+                         seeds=seeds, device=local_device())
     except (SenetError, OSError) as exc:
         print(f"plan: not available ({one_line(exc)})")
         return

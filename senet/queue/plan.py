@@ -3,11 +3,16 @@
 Grids are expanded to trainings, trainings are reduced to unique keys (see
 senet.settings.identity), keys already done, running or queued in the storage are counted,
 and the rest is projected to device-hours from measured throughput: finished runs in
-the tracking store first (they log img/s), then the table in senet/throughput.toml.
+the tracking store first (they log img/s), then the table in senet/throughput.toml. A
+network the table lacks, or a variant of one with other multiply-adds (NoSqueeze, SE_3x3,
+another r), is priced from the nearest measured network by multiply-adds: time per image
+taken as proportional to them. Every figure says which device its rate was measured on.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import statistics
 import tomllib
 from collections.abc import Iterable
@@ -28,6 +33,10 @@ KNOWN_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
 STATES = ("done", "running", "queued", "failed", "new")
 
 
+# Variants within this fraction of their network's multiply-adds share its rate.
+SAME_COST = 0.01
+
+
 @dataclass
 class Training:
     key: str
@@ -36,6 +45,7 @@ class Training:
     resolved: dict[str, Any]
     grids: list[str] = field(default_factory=list)
     state: str = "new"
+    cost: str = ""  # the throughput entry that prices it (see Plan.throughput)
 
     @property
     def model(self) -> str:
@@ -46,6 +56,16 @@ class Training:
 class Throughput:
     img_per_s: float | None
     source: str  # where the figure came from, in words
+    device: str | None = None  # the device that rate was measured on
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What prices a training: its network, batch and multiply-adds per image."""
+
+    model: str
+    batch_size: int
+    gmacs: float
 
 
 @dataclass
@@ -70,9 +90,11 @@ class Packing:
 class Plan:
     grids: list[GridPlan]
     trainings: dict[str, Training]
-    throughput: dict[str, Throughput]  # by model
+    # By cost entry: the model name, or "model @ N GMACs" for a variant whose
+    # multiply-adds differ from its network's by more than SAME_COST.
+    throughput: dict[str, Throughput]
     images: dict[str, tuple[int, int]]  # (train, val) images per epoch, by key
-    device: str
+    device: str  # the rows of senet/throughput.toml used where the store has no runs
     packing: Packing | None = None
 
     def counts(self, keys: Iterable[str] | None = None) -> dict[str, int]:
@@ -85,7 +107,7 @@ class Plan:
     def hours(self, key: str) -> float | None:
         """Projected device-hours of one training, or None without a throughput figure."""
         t = self.trainings[key]
-        rate = self.throughput[t.model].img_per_s
+        rate = self.throughput[t.cost].img_per_s
         if not rate:
             return None
         train, val = self.images[key]
@@ -94,9 +116,17 @@ class Plan:
     def hours_left(self, keys: Iterable[str] | None = None) -> tuple[float, int]:
         """(device-hours of the trainings still to run, how many of them lack a figure);
         in packs when ``packing`` is set."""
+        by_device, unknown = self.hours_by_device(keys)
+        return sum(by_device.values()), unknown
+
+    def hours_by_device(self, keys: Iterable[str] | None = None
+                        ) -> tuple[dict[str, float], int]:
+        """Device-hours still to run by the device their rates were measured on, and how
+        many trainings lack a figure; in packs when ``packing`` is set."""
         keys = list(self.trainings) if keys is None else list(dict.fromkeys(keys))
         todo = [k for k in keys if self.trainings[k].state not in ("done", "running")]
-        total, unknown = 0.0, 0
+        out: dict[str, float] = {}
+        unknown = 0
         for group in self.packs(todo):
             hours = [self.hours(k) for k in group]
             if None in hours:
@@ -104,8 +134,27 @@ class Plan:
                 continue
             # A pack takes as long as its slowest member would at the pack's rate.
             gain = min(len(group), self.packing.gain) if self.packing else 1.0
-            total += max(hours) * len(group) / gain
-        return total, unknown
+            slowest = group[hours.index(max(hours))]
+            device = self.throughput[self.trainings[slowest].cost].device or "an unknown device"
+            out[device] = out.get(device, 0.0) + max(hours) * len(group) / gain
+        return out, unknown
+
+    def hours_text(self, keys: Iterable[str] | None = None) -> str:
+        """`≈ 2.5 device-hours on NVIDIA H200`, each device's share named where the rates
+        come from several."""
+        by_device, unknown = self.hours_by_device(keys)
+        if not by_device:
+            text = "≈ 0 device-hours"
+        elif len(by_device) == 1:
+            (device, hours), = by_device.items()
+            text = f"≈ {format_hours(hours)} on {device}"
+        else:
+            parts = ", ".join(f"{format_hours(h)} on {d}" for d, h in sorted(by_device.items()))
+            text = (f"≈ {format_hours(sum(by_device.values()))} at rates from several devices "
+                    f"({parts})")
+        if unknown:
+            text += f" (+{unknown} without a throughput figure)"
+        return text
 
     def packs(self, keys: list[str]) -> list[list[str]]:
         """``keys`` as the packs they would train in (one per training without packing)."""
@@ -119,13 +168,10 @@ class Plan:
 
     def summary_line(self) -> str:
         c = self.counts()
-        hours, unknown = self.hours_left()
         todo = c["queued"] + c["failed"] + c["new"]
         line = (f"{len(self.trainings)} unique trainings: {c['done']} done, {c['running']} "
                 f"running, {c['queued']} queued, {c['failed'] + c['new']} not yet queued or "
-                f"failed; {todo} to train ≈ {hours:.1f} device-hours on {self.device}")
-        if unknown:
-            line += f" (+{unknown} without a throughput figure)"
+                f"failed; {todo} to train {self.hours_text()}")
         if self.packing is not None:
             todo_keys = [k for k, t in self.trainings.items()
                          if t.state not in ("done", "running")]
@@ -143,13 +189,14 @@ class Plan:
                           **self.counts(g.keys), "device_hours_left": round(hours, 3),
                           "without_throughput": unknown})
         hours, unknown = self.hours_left()
+        by_device, _ = self.hours_by_device()
         trainings = []
         for key, t in self.trainings.items():
             train, val = self.images[key]
             h = self.hours(key)
             trainings.append({
-                "key": key, "model": t.model, "seed": t.seed, "grids": t.grids,
-                "state": t.state, "epochs": t.resolved["epochs"],
+                "key": key, "model": t.model, "cost": t.cost, "seed": t.seed,
+                "grids": t.grids, "state": t.state, "epochs": t.resolved["epochs"],
                 "images_per_training": t.resolved["epochs"] * train,
                 "val_images_per_epoch": val,
                 "device_hours": None if h is None else round(h, 4),
@@ -157,9 +204,12 @@ class Plan:
         return {
             "device": self.device,
             "total": {"unique": len(self.trainings), **self.counts(),
-                      "device_hours_left": round(hours, 3), "without_throughput": unknown},
+                      "device_hours_left": round(hours, 3), "without_throughput": unknown,
+                      "device_hours_left_by_device": {d: round(h, 3)
+                                                      for d, h in sorted(by_device.items())}},
             "grids": grids,
-            "throughput": {m: {"img_per_s": t.img_per_s, "source": t.source}
+            "throughput": {m: {"img_per_s": t.img_per_s, "source": t.source,
+                               "device": t.device}
                            for m, t in sorted(self.throughput.items())},
             "trainings": trainings,
         }
@@ -198,9 +248,48 @@ def make_plan(grids: list[Any], *, storage_url: str | None = None,
         if where not in sizes:
             sizes[where] = dataset_sizes(*where, data_root=data_root)
         images[key] = sizes[where]
-    models = {t.model: t.resolved["batch_size"] for t in trainings.values()}
-    throughput = measured_throughput(models, tracking_uri, device)
+    throughput = measured_throughput(_price_entries(trainings.values()), tracking_uri, device)
     return Plan(grid_plans, trainings, throughput, images, device, packing)
+
+
+def _price_entries(trainings: Iterable[Training]) -> dict[str, Variant]:
+    """One entry per network, batch and cost; sets each training's ``cost`` to its entry.
+    A variant within SAME_COST of its network's multiply-adds is priced as the network."""
+    trainings = list(trainings)
+    batches: dict[str, set[int]] = {}
+    for t in trainings:
+        batches.setdefault(t.model, set()).add(t.resolved["batch_size"])
+    entries: dict[str, Variant] = {}
+    for t in trainings:
+        batch = t.resolved["batch_size"]
+        gmacs = _gmacs(t.model, t.resolved["model_options"])
+        default = _gmacs(t.model, {})
+        name = t.model
+        if abs(gmacs / default - 1) > SAME_COST:
+            name += f" @ {gmacs:.2f} GMACs"
+        else:
+            gmacs = default
+        if len(batches[t.model]) > 1:
+            name += f", batch {batch}"
+        t.cost = name
+        entries[name] = Variant(t.model, batch, gmacs)
+    return entries
+
+
+def local_device() -> str:
+    """This machine's device as the throughput table and the runs' tags name it: the first
+    GPU's name, else cpu."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def format_hours(hours: float) -> str:
+    """Device-hours to one decimal; below 0.1 h in device-minutes, so a small grid does not
+    read as free."""
+    if hours < 0.1:
+        return f"{hours * 60:.1f} device-minutes"
+    return f"{hours:.1f} device-hours"
 
 
 # ---------------------------------------------------------------------------
@@ -268,22 +357,19 @@ def _count_tree(dataset: str, data_root: str | None) -> tuple[int, int]:
 # Throughput
 
 
-def measured_throughput(models: dict[str, int], tracking_uri: str | None,
+def measured_throughput(variants: dict[str, Variant], tracking_uri: str | None,
                         device: str) -> dict[str, Throughput]:
-    """img/s per model: finished runs in the tracking store, else the benchmark table
-    (exact row, else extrapolated from the same family's rows)."""
-    found = _from_tracking(models, tracking_uri)
+    """img/s per cost entry: finished runs in the tracking store, else the benchmark table
+    of ``device`` (the network's row, else the nearest measured network), scaled by
+    multiply-adds wherever the variant's differ from the row's."""
+    found = _from_tracking(variants, tracking_uri, device)
     table = [r for r in _table_rows() if r["device"] == device]
-    out = {}
-    for model, batch in models.items():
-        if model in found:
-            out[model] = found[model]
-        else:
-            out[model] = _from_table(model, batch, table, device)
-    return out
+    return {name: found.get(name) or _from_table(v, table, device)
+            for name, v in variants.items()}
 
 
-def _from_tracking(models: dict[str, int], uri: str | None) -> dict[str, Throughput]:
+def _from_tracking(variants: dict[str, Variant], uri: str | None,
+                   device: str) -> dict[str, Throughput]:
     from senet.queue.storage import sqlite_path, with_driver
     from senet.tracking import store as tracking
 
@@ -299,48 +385,65 @@ def _from_tracking(models: dict[str, int], uri: str | None) -> dict[str, Through
     except Exception:  # noqa: BLE001 - an unreachable store just means no measurements
         return {}
     out = {}
-    for model, batch in models.items():
-        query = tracking.tag_filter({"model": model, "batch_size": str(batch)}, kind="params")
+    for name, v in variants.items():
+        query = tracking.tag_filter({"model": v.model, "batch_size": str(v.batch_size)},
+                                    kind="params")
         runs = client.search_runs(
             experiments, f"attributes.status = 'FINISHED' and {query}", max_results=200)
-        rates = [r.data.metrics["img_per_s"] for r in runs if "img_per_s" in r.data.metrics]
-        if rates:
-            devices = sorted({r.data.tags.get("senet.device", "?") for r in runs})
-            out[model] = Throughput(statistics.median(rates),
-                                    f"median of {len(rates)} finished runs in the tracking "
-                                    f"store ({', '.join(devices)})")
+        # Only runs of this variant (a NoSqueeze run must not price the SE network), and
+        # of one device: the one asked for where there are any, else the most measured.
+        runs = [r for r in runs if "img_per_s" in r.data.metrics
+                and _same_cost(r.data.metrics.get("gmacs"), v.gmacs)]
+        by_device: dict[str, list[float]] = {}
+        for r in runs:
+            by_device.setdefault(r.data.tags.get(tracking.TAG_DEVICE, "an unknown device"),
+                                 []).append(r.data.metrics["img_per_s"])
+        if not by_device:
+            continue
+        chosen = device if device in by_device else max(by_device, key=lambda d: len(by_device[d]))
+        rates = by_device[chosen]
+        out[name] = Throughput(statistics.median(rates),
+                               f"median of {len(rates)} finished runs in the tracking store",
+                               chosen)
     return out
+
+
+def _same_cost(logged: float | None, gmacs: float) -> bool:
+    """A run's logged GMACs agree with the variant's (runs that logged none count)."""
+    return logged is None or abs(logged / gmacs - 1) <= SAME_COST
 
 
 def _table_rows() -> list[dict[str, Any]]:
     return tomllib.loads(THROUGHPUT_TABLE.read_text()).get("row", [])
 
 
-def _from_table(model: str, batch: int, rows: list[dict[str, Any]], device: str
-                ) -> Throughput:
-    for row in rows:
-        if row["model"] == model:
-            note = "" if row["batch_size"] == batch else f", measured at batch {row['batch_size']}"
-            return Throughput(float(row["img_per_s"]),
-                              f"benchmark table senet/throughput.toml ({row['source']}{note})")
-    # Extrapolate from the same family and SE-ness. Small CIFAR nets are bound by the host
-    # launching kernels, so time per image scales with the number of layers; ImageNet
-    # nets are bound by arithmetic, so it scales with multiply-adds.
+def _from_table(v: Variant, rows: list[dict[str, Any]], device: str) -> Throughput:
+    """The network's own row, else the nearest row of the same family and SE-ness by
+    multiply-adds; either scaled to the variant's multiply-adds. Time per image is taken
+    as proportional to multiply-adds: activation memory and kernel launches are not
+    modelled, so a row measured on a network of another shape can be off either way."""
     from senet.models import family
 
-    fam = family(model)
-    se = model.startswith("se_")
-    peers = [r for r in rows if r["model"].startswith("se_") == se
-             and _safe_family(r["model"]) == fam]
-    if not peers:
-        return Throughput(None, f"no measurement for {model} on {device}: run it once "
-                                "(senet train prints img/s) or add a row to senet/throughput.toml")
-    cost = _layer_count if fam == "cifar" else _gmacs
-    target = cost(model)
-    best = min(peers, key=lambda r: abs(cost(r["model"]) - target))
-    rate = float(best["img_per_s"]) * cost(best["model"]) / target
-    what = "layers" if fam == "cifar" else "GMACs"
-    return Throughput(rate, f"extrapolated from {best['model']} on {device} by {what}")
+    own = next((r for r in rows if r["model"] == v.model), None)
+    if own is None:
+        fam, se = family(v.model), v.model.startswith("se_")
+        peers = [r for r in rows if r["model"].startswith("se_") == se
+                 and _safe_family(r["model"]) == fam]
+        if not peers:
+            return Throughput(None, f"no measurement for {v.model} on {device}: run it once "
+                                    "(senet train prints img/s) or add a row to "
+                                    "senet/throughput.toml")
+        own = min(peers, key=lambda r: abs(math.log(_gmacs(r["model"], {}) / v.gmacs)))
+    measured = _gmacs(own["model"], {})
+    rate = float(own["img_per_s"]) * measured / v.gmacs
+    note = "" if own["batch_size"] == v.batch_size else f", measured at batch {own['batch_size']}"
+    source = f"senet/throughput.toml: {own['source']}{note}"
+    if own["model"] != v.model:
+        source = (f"extrapolated from {own['model']} by multiply-adds ({measured:.3f} -> "
+                  f"{v.gmacs:.3f} GMACs); {source}")
+    elif not _same_cost(measured, v.gmacs):
+        source = f"scaled by multiply-adds ({measured:.3f} -> {v.gmacs:.3f} GMACs); {source}"
+    return Throughput(rate, source, device)
 
 
 def _safe_family(model: str) -> str | None:
@@ -352,15 +455,20 @@ def _safe_family(model: str) -> str | None:
         return None
 
 
-def _layer_count(model: str) -> float:
-    """Leaf modules with parameters or activations: a proxy for kernel launches."""
-    from senet.models import build
+@functools.cache
+def _gmacs_of(model: str, options: tuple[tuple[str, Any], ...]) -> float:
+    import torch
 
-    return float(sum(1 for m in build(model).modules() if not list(m.children())))
-
-
-def _gmacs(model: str) -> float:
-    from senet.models import build
+    from senet.models import build, family
     from senet.models.flops import count
 
-    return count(build(model), 224).gmacs
+    # The meta device gives the shapes without drawing a single weight.
+    with torch.device("meta"):
+        net = build(model, **dict(options))
+    return count(net, 224 if family(model) == "imagenet" else 32).gmacs
+
+
+def _gmacs(model: str, options: dict[str, Any]) -> float:
+    """Multiply-adds per image of ``model`` with ``options``, at the family's input size."""
+    return _gmacs_of(model, tuple(sorted((k, v) for k, v in options.items()
+                                         if k != "num_classes")))

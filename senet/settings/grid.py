@@ -220,9 +220,65 @@ def read_grid_file(spec: str | Path) -> tuple[str, Path, dict[str, Any]]:
         raise SenetError(f"{where}: invalid TOML: {exc}") from None
 
 
-def load_grid(spec: str | Path) -> Grid:
-    """Parse and fully validate a grid; raises SenetError naming `file:key`."""
-    return _Parser(*read_grid_file(spec)).parse()
+def load_grid(spec: str | Path, preset: str | None = None) -> Grid:
+    """Parse and fully validate a grid; raises SenetError naming `file:key`.
+
+    ``preset`` (or a spec ending in ``@PRESET``, e.g. `imagenet/gate@imagenet-ablation-plateau`)
+    trains every point under that protocol instead of the file's: the grid is then named
+    `<grid>@<preset>`, so its tickets, runs and tables stay apart from the file's own."""
+    base, named = split_protocol(str(spec))
+    if preset is not None and named is not None and preset != named:
+        raise SenetError(f"grid {spec}: it names preset {named!r} and --preset gives "
+                         f"{preset!r}; give one")
+    preset = preset if preset is not None else named
+    where, path, data = read_grid_file(base)
+    if preset is None or not _changes_protocol(data, preset):
+        return _Parser(where, path, data).parse()
+    grid = _Parser(where, path, _with_protocol(where, data, preset)).parse()
+    grid.name = f"{grid.name}{PROTOCOL_MARK}{preset}"
+    grid.title = f"{grid.title} (protocol: preset {preset})"
+    return grid
+
+
+PROTOCOL_MARK = "@"
+
+
+def split_protocol(spec: str) -> tuple[str, str | None]:
+    """`imagenet/gate@imagenet-ablation-plateau` -> (`imagenet/gate`,
+    `imagenet-ablation-plateau`); a spec without the mark (or a file that has one in its
+    name) -> (spec, None)."""
+    if PROTOCOL_MARK not in spec or Path(spec).is_file():
+        return spec, None
+    base, _, preset = spec.rpartition(PROTOCOL_MARK)
+    if not base or not preset:
+        raise SenetError(f"grid {spec!r}: expected GRID{PROTOCOL_MARK}PRESET, e.g. "
+                         f"imagenet/gate{PROTOCOL_MARK}imagenet-ablation-plateau")
+    return base, preset
+
+
+def _changes_protocol(data: dict[str, Any], preset: str) -> bool:
+    rows = [*data.get("variants", []), data.get("axes", {})]
+    return data.get("preset") != preset or any(
+        isinstance(row, dict) and "preset" in row for row in rows)
+
+
+def _with_protocol(where: str, data: dict[str, Any], preset: str) -> dict[str, Any]:
+    """The grid's data with every point under ``preset``. Only a shipped preset's name is
+    taken: the grid's name carries it, and must find the same file again later."""
+    from senet.settings.config import available_presets
+
+    if preset not in available_presets():
+        raise SenetError(f"--preset {preset!r}: give one of {', '.join(available_presets())} "
+                         "(for a preset file of your own, set preset = \"FILE\" in a copy "
+                         "of the grid)")
+    if "preset" in data.get("axes", {}):
+        raise SenetError(f"{where}:axes.preset: the grid varies the preset itself, so "
+                         f"--preset {preset} cannot replace it; queue the grid as it is")
+    out = {**data, "preset": preset}
+    if isinstance(data.get("variants"), list):
+        out["variants"] = [{k: v for k, v in row.items() if k != "preset"}
+                           if isinstance(row, dict) else row for row in data["variants"]]
+    return out
 
 
 class _Parser:

@@ -48,8 +48,25 @@ def resolved_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "schedule": plan.schedule,
         "warmup": plan.warmup,
         # Anything else the preset holds (augmentation, ...) is part of the protocol too.
-        "preset": {k: v for k, v in preset.items() if k != "description"},
+        "preset": protocol_of(preset, model),
     }
+
+
+def protocol_of(preset: dict[str, Any], model: str) -> dict[str, Any]:
+    """The part of a preset that can change how ``model`` trains: all of it but its
+    description and the [model] options the model does not have. A plain ResNet has no SE
+    bias, so `cifar-preact` and `cifar-preact-ablation` (which only adds `bias = false`)
+    train it identically and give it one key. The options that do apply are in
+    model_options already; they stay here too, so that the keys of SE trainings queued
+    before this rule are unchanged."""
+    from senet.models import valid_option_names
+
+    out = {k: v for k, v in preset.items() if k not in ("description", "model")}
+    applicable = set(valid_option_names(model))
+    options = {k: v for k, v in preset.get("model", {}).items() if k in applicable}
+    if options:
+        out["model"] = options
+    return out
 
 
 def key_of(resolved: dict[str, Any], seed: int) -> str:
