@@ -19,33 +19,12 @@ from typing import Any
 from scipy import stats as st
 
 from analysis.claim_points import PointClaim
+from analysis.stats import DEFAULT_SEED_STD, SeedStd
 from senet.queue import sequential as seq
 from senet.settings.grid import MAX_ADAPTIVE_SEEDS
 
 EXECUTION_PARAMS = {"seed", "compile", "step_path", "world_size", "workers", "amp_bf16"}
 SIMULATIONS = 4000  # simulated grids per candidate max: power within about ±0.01
-
-
-@dataclass(frozen=True)
-class SeedStd:
-    """A seed-to-seed standard deviation of one metric, in error points, and its source."""
-
-    value: float
-    source: str
-
-
-# Seed-to-seed standard deviation of the final error when the tracking store has no
-# repeated seeds: stated, and used only to size claims, never to decide one. (The same
-# table as issue 21's analysis.stats.DEFAULT_SEED_STD, which replaces it once merged.)
-DEFAULT_SEED_STD: dict[tuple[str, str], SeedStd] = {
-    ("imagenet", "top1"): SeedStd(0.10, "an assumption for ResNet-50-size ImageNet runs"),
-    ("imagenet", "top5"): SeedStd(0.06, "an assumption for ResNet-50-size ImageNet runs"),
-    ("cifar10", "top1"): SeedStd(0.16, "He et al. 2016, ResNet-110 over 5 runs: 6.61 ± 0.16"),
-    ("cifar100", "top1"): SeedStd(0.30, "an assumption for ResNet-110-size CIFAR-100 runs"),
-    ("cifar100", "top5"): SeedStd(0.20, "an assumption for ResNet-110-size CIFAR-100 runs"),
-    ("builtin", "top1"): SeedStd(
-        0.53, "the demo's budget, seeds 0-2: ResNet-20 ± 0.74, SE-ResNet-20 ± 0.13, pooled"),
-}
 
 
 @dataclass
