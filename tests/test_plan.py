@@ -39,15 +39,16 @@ def test_options_a_model_does_not_have_leave_its_key():
     assert training_key(plain, 0) == "446ad14e4b6e4414"
 
 
-def test_shipped_cifar_grids_train_each_plain_baseline_once_per_seed(tmp_path):
+def test_shipped_cifar_grids_train_each_plain_baseline_once_per_seed(tmp_path, monkeypatch):
     """Table 4's ResNet-110 and ResNet-164 (cifar-preact) are the ablations' baselines
     (cifar-preact-ablation): one training per seed and dataset, queued or planned."""
+    monkeypatch.chdir(tmp_path)  # no queue here: a plan before queueing
     from senet.queue import tickets as q
     from senet.queue.storage import open_storage
 
     names = ["main", "gate", "se3x3", "reduction"]
     grids = [load_grid(f"{ds}/{n}") for ds in ("cifar10", "cifar100") for n in names]
-    plan = make_plan(grids, storage_url=str(tmp_path / "none.journal"),
+    plan = make_plan(grids, storage_url=None,
                      tracking_uri=f"sqlite:///{tmp_path}/none.db")
     for model in ("resnet110", "resnet164"):
         plain = [t for t in plan.trainings.values() if t.model == model]
@@ -256,8 +257,9 @@ def _gmacs(model: str, **options) -> float:
     return count(net, 224 if "50" in model else 32).gmacs
 
 
-def test_rates_follow_multiply_adds(tmp_path):
-    stores = {"storage_url": str(tmp_path / "none.journal"),
+def test_rates_follow_multiply_adds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no queue here: a plan before queueing
+    stores = {"storage_url": None,
               "tracking_uri": f"sqlite:///{tmp_path}/none.db"}
     plan = make_plan([load_grid("imagenet/nosqueeze")], **stores)
     se, nosqueeze = plan.throughput["se_resnet50"], plan.throughput["se_resnet50 @ 4.27 GMACs"]
@@ -275,12 +277,13 @@ def test_rates_follow_multiply_adds(tmp_path):
     assert {t.device for t in main.throughput.values()} == {"NVIDIA H200"}
 
 
-def test_each_figure_names_the_device_its_rate_came_from(tmp_path, tracking_uri):
+def test_each_figure_names_the_device_its_rate_came_from(tmp_path, tracking_uri, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no queue here: a plan before queueing
     # the last run is of a variant with other multiply-adds: it prices nothing here
     _finished_runs(tracking_uri, [(480.0, 0.0410), (500.0, 0.0410), (90.0, 0.3)])
     grid = _grid(tmp_path, "a", SHARED.format(title="A", r=16).replace("subset = 600",
                                                                         "batch_size = 128"))
-    plan = make_plan([grid], storage_url=str(tmp_path / "none.journal"),
+    plan = make_plan([grid], storage_url=None,
                      tracking_uri=tracking_uri, device="NVIDIA H200")
     se, plain = plan.throughput["se_resnet20"], plan.throughput["resnet20"]
     assert (se.img_per_s, se.device) == (490.0, "cpu")  # the median of the matching runs
