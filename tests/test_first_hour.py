@@ -256,6 +256,7 @@ def test_the_view_shows_top5_only_where_it_says_something():
         "senet-results&compareRunsMode=TABLE&workflowType=machine_learning"]
 
 
+@pytest.mark.slow
 def test_work_ends_with_the_view_of_what_it_worked(tmp_path, monkeypatch, capsys, tracking_uri):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # restored after the test
