@@ -9,7 +9,6 @@ difference of the two rows, or the ``effect = ...`` a grid file's claim gives.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,10 +84,9 @@ def _paper_effect(paper: PaperTable, claim: Claim) -> tuple[float | None, str]:
 
 def _file_effects(spec: GridSpec) -> list[float | None]:
     """The optional `effect = ...` of each of the grid file's claims, in file order."""
-    if not spec.claims or spec.path is None:
+    if not spec.claims or not spec.claim_tables:
         return [None] * len(spec.claims)
-    with open(spec.path, "rb") as f:
-        raw = tomllib.load(f).get("claims", [])
+    raw = spec.claim_tables
     effects: list[float | None] = []
     for entry in raw:
         value = entry.get("effect")

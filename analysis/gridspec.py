@@ -6,7 +6,6 @@ from the runs found in MLflow (then the expected seeds are only those seen).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +34,7 @@ class GridSpec:
     dataset: str | None = None
     from_file: bool = True
     claims: tuple[Claim, ...] = ()  # the grid's own claims, rows named by point label
+    claim_tables: tuple[dict[str, Any], ...] = ()  # the same, as the file writes them
     path: Any = None  # the grid file, when there is one
     adaptive: Any = None  # senet.settings.grid.AdaptiveSeeds for `seeds = { min, max }`
     # training key -> (point id, seed, label) of the grid file; None without a file. A
@@ -88,10 +88,7 @@ def _baseline_of(grid: Any) -> str | None:
 def _grid_claims(grid: Any) -> tuple[Claim, ...]:
     """`claims = [...]` of the grid file: what its rows should show, judged under its table."""
     path = getattr(grid, "path", None)
-    if path is None:
-        return ()
-    with open(path, "rb") as f:
-        data = tomllib.load(f).get("claims", [])
+    data = getattr(grid, "claims", [])  # read by senet.settings.grid with the rest
     claims = tuple(parse_claim(c, f"{path}: claims") for c in data)
     labels = {p.label for p in grid.points}
     for c in claims:
@@ -115,6 +112,7 @@ def from_grid(grid: Any) -> GridSpec:
         baseline=_baseline_of(grid),
         dataset=_single([p.settings.get("dataset") for p in points]),
         claims=_grid_claims(grid),
+        claim_tables=tuple(getattr(grid, "claims", [])),
         path=getattr(grid, "path", None),
         adaptive=getattr(grid, "adaptive", None),
         slots=_slots(grid),

@@ -88,6 +88,9 @@ class Grid:
     points: list[Point] = field(default_factory=list)
     baseline: str | None = None  # id of the row the others are compared against
     adaptive: AdaptiveSeeds | None = None  # seeds = {min, max}: `seeds` are the first min
+    # The file's `claims = [...]` tables as written; the analysis package judges them, so
+    # nothing else reads the grid file again.
+    claims: list[dict[str, Any]] = field(default_factory=list)
 
     def point(self, point_id: str) -> Point:
         for p in self.points:
@@ -326,6 +329,7 @@ class _Parser:
             points=points,
             baseline=baseline,
             adaptive=adaptive,
+            claims=list(meta.get("claims", [])),
         )
 
     # -- pieces of the file
