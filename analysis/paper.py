@@ -158,7 +158,7 @@ class PaperBook:
             if dataset_family(t.dataset) == family:
                 return t, ""
         where = "; ".join(f"{t.table} reports {_shown(t.dataset)} only" for t in named)
-        return None, f"no {_shown(family)} row in the paper ({where})"
+        return None, f"no {_shown(dataset)} row in the paper ({where})"
 
 
 def normalize_value(value: Any) -> str:
@@ -177,6 +177,8 @@ def dataset_family(dataset: str | None) -> str | None:
     """cifar10 / cifar100 / imagenet, whatever the spelling (CIFAR-10, ImageNet, ...)."""
     if not dataset:
         return None
+    if dataset.startswith("folder:"):
+        return None  # a folder of images is not one of the paper's datasets, whatever its name
     text = dataset.lower().replace("-", "").replace("_", "")
     for name in ("cifar100", "cifar10", "imagenet"):
         if text.startswith(name):
@@ -190,7 +192,8 @@ def _shown(dataset: str | None) -> str:
         return "CIFAR"
     if family == "imagenet":
         return "ImageNet"
-    return f"{dataset or 'unknown'}-dataset"
+    # A folder of images is shown by its path, as the grid spells it.
+    return str(dataset or "unknown dataset")
 
 
 def _norm_key(key: str) -> str:

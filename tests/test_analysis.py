@@ -282,6 +282,15 @@ def test_cifar_ablation_says_no_paper_row():
     assert note == "the paper has no table for the inner activation (ReLU vs none)"
 
 
+def test_a_folder_dataset_is_named_by_its_path_and_never_taken_for_a_paper_dataset():
+    book = load_paper_numbers()
+    paper, note = book.lookup("reduction", "folder:data/cifar10-jpeg")
+    assert paper is None
+    assert note == "no folder:data/cifar10-jpeg row in the paper (Table 10 reports ImageNet only)"
+    paper, note = book.lookup("cifar10/main", "folder:data/cifar10-jpeg")
+    assert paper is None and note.startswith("no folder:data/cifar10-jpeg row in the paper (")
+
+
 def test_cifar_main_rows_compare_with_their_own_original():
     book = load_paper_numbers()
     paper, _ = book.lookup("cifar100/main", "cifar100")
