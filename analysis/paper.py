@@ -192,6 +192,8 @@ def _shown(dataset: str | None) -> str:
         return "CIFAR"
     if family == "imagenet":
         return "ImageNet"
+    if dataset == "builtin":
+        return "built-in data"
     # A folder of images is shown by its path, as the grid spells it.
     return str(dataset or "unknown dataset")
 
