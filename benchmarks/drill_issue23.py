@@ -149,7 +149,8 @@ def journal_torn(tmp: Path) -> Result:
 
 def journal_cut_under_worker(tmp: Path) -> Result:
     """The issue's cut: mid-line, while a worker trains. The worker stops in one line
-    before it writes again; the next commands repair the tail and finish the grid."""
+    before it writes again; following it (queue the grid again, which repairs the tail and
+    re-adds the tickets the cut took) the next worker finishes the grid."""
     grid = _grid(tmp, **{"epochs = 1": "epochs = 3", "subset = 200": "subset = 300"})
     cli("queue", str(grid), cwd=tmp)
     worker = start("work", "--devices", "cpu", "--heartbeat", "1", "--grace", "30", cwd=tmp)
@@ -160,14 +161,21 @@ def journal_cut_under_worker(tmp: Path) -> Result:
     out, err = worker.communicate(timeout=600)
     stopped = subprocess.CompletedProcess([], worker.returncode, out, err)
     line = error_line(stopped) or ""
+    # The cut took the tickets queued after it: the line says to queue the grid again.
+    requeue = cli("queue", str(grid), cwd=tmp) if "`senet queue`" in line else None
     after = cli("work", "--devices", "cpu", "--grace", "3", "--heartbeat", "1", cwd=tmp)
+    reused = after.stdout.count("already finished")
     done = _status(tmp).get("done")
     ledger = _ledger(_client(tmp))
-    ok = ("shrank" in line and not _tracebacks(stopped, after) and after.returncode == 0
-          and done == 3 and _clean(ledger, 3))
-    return Result(ok, f"worker exit {worker.returncode}: {shorten(line, 150)}; next worker exit "
-                      f"{after.returncode}; {_tracebacks(stopped, after)} tracebacks; queue "
-                      f"done {done}/3; {_ledger_text(ledger)}")
+    procs = [p for p in (stopped, requeue, after) if p is not None]
+    ok = ("shrank" in line and requeue is not None and requeue.returncode == 0
+          and not _tracebacks(*procs) and after.returncode == 0 and done == 3
+          and _clean(ledger, 3))
+    return Result(ok, f"worker exit {worker.returncode}: {shorten(line, 150)}; queue again exit "
+                      f"{requeue.returncode if requeue else 'not advised'}; next worker exit "
+                      f"{after.returncode} ({reused} found finished in MLflow); "
+                      f"{_tracebacks(*procs)} tracebacks; queue done {done}/3; "
+                      f"{_ledger_text(ledger)}")
 
 
 def _run_states(tmp: Path) -> list[str]:
@@ -511,7 +519,8 @@ CASES: list[Case] = [
          "the torn record removed and said once; all exit 0; the lost result redone from "
          "MLflow", journal_torn),
     Case("23.2 journal cut mid-line under a training worker",
-         "the worker stops in one line before writing; the next worker finishes the grid",
+         "the worker stops in one line before writing; after its advice (queue again) the next "
+         "worker finishes the grid",
          journal_cut_under_worker),
     Case("23.2 journal damaged before its end (a torn record glued onto)",
          "one line naming the file and the line, in status, queue, plan and work; the "

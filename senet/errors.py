@@ -81,12 +81,14 @@ def caused_by(exc: BaseException, kinds: type[BaseException] | tuple[type[BaseEx
     return False
 
 
-def first_sentence(exc: BaseException) -> str:
-    """The first sentence of ``exc``'s root cause, whole: a library's paragraph-long message
-    (a list of schemes, a migration notice, links) quoted in one of senet's own lines."""
+def first_sentence(exc: BaseException, limit: int = 200) -> str:
+    """The first sentence of ``exc``'s root cause: a library's paragraph-long message (a list
+    of schemes, a migration notice, links) quoted in one of senet's own lines. A sentence
+    longer than ``limit`` is shortened between words, keeping the operating system's reason
+    (an HTTP client's "Max retries exceeded ... [Errno 111] Connection refused")."""
     text = one_line(exc)
     end = text.find(". ")
-    return text if end < 0 else text[: end + 1]
+    return shorten(text if end < 0 else text[: end + 1], limit)
 
 
 class TicketFinished(Exception):

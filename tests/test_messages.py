@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from senet.commands.common import retry_command
-from senet.errors import one_line, shorten
+from senet.errors import first_sentence, one_line, shorten
 from senet.queue.storage import password_hint, redact, resolve_storage, without_password
 from senet.settings.config import TrainConfig
 from senet.tracking.store import A_TRACKING_URI
@@ -28,6 +28,13 @@ def test_a_long_reason_keeps_whole_words_and_the_os_reason():
     assert SERVER_GONE.startswith(head) and SERVER_GONE[len(head)] == " "  # a word boundary
     assert one_line(RuntimeError(SERVER_GONE), limit=200) == short
     assert shorten("short enough", 200) == "short enough"
+
+
+def test_the_reason_a_tracking_failure_quotes_is_shortened_the_same_way():
+    # The recorder's "failed while logging ... (run ID): REASON" quotes first_sentence.
+    quoted = first_sentence(RuntimeError(SERVER_GONE))
+    assert quoted == shorten(SERVER_GONE, 200) and len(SERVER_GONE) > 300
+    assert first_sentence(RuntimeError("One sentence. Then a link.")) == "One sentence."
 
 
 def test_a_reason_without_an_os_error_keeps_its_last_words():

@@ -144,8 +144,9 @@ class JournalFile(BaseJournalBackend):
         os.truncate(self.path, start)
         print(f"senet: queue journal {self.path}: its last record (line {line}, {len(data)} "
               f"bytes) was cut short, as a crash or a full disk leaves it; removed it (kept "
-              f"in {kept.name}); the ticket change it held had not taken effect and is "
-              "redone by the workers", file=sys.stderr, flush=True)
+              f"in {kept.name}); the change it held had not taken effect: workers redo a "
+              "ticket's, and `senet queue` on its grid again re-adds a ticket it was queueing",
+              file=sys.stderr, flush=True)
 
     def _line_number(self, offset: int) -> int:
         with open(self.path, "rb") as fh:
@@ -156,7 +157,9 @@ class JournalFile(BaseJournalBackend):
             raise SenetError(
                 f"queue journal {self.path} shrank from {self._end} to {size} bytes while this "
                 "process was using it (cut or replaced by someone else); stopping before "
-                "writing to it: check the file, then start the command again")
+                "writing to it. Tickets queued in the lost part are gone: check the file, run "
+                "`senet queue` on its grids again (results already in MLflow are not trained "
+                "again), then start the command again")
 
     def _damaged(self, line: int) -> SenetError:
         with open(self.path, "rb") as fh:
