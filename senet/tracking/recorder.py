@@ -114,7 +114,9 @@ class Recorder:
         """CPU, memory and GPU use beside the run's metrics (MLflow's monitor, by run id)."""
         import logging
 
-        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        # The monitor warns on its own when the store stops answering ("Failed to get mlflow
+        # run: ..."), a long line before the training's own one-line error says the same.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
         try:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
