@@ -63,3 +63,26 @@ def test_simultaneous_dataset_logging_never_fails_a_run(tmp_path, _mlflow_templa
         runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
         assert len(runs) == 3
         assert all(r.info.status == "FINISHED" and r.inputs.dataset_inputs for r in runs)
+
+
+def test_the_system_metrics_monitor_leaves_a_lost_store_to_the_training_s_error(tmp_path,
+                                                                                  capfd):
+    """When the store stops answering, MLflow's monitor thread warns on its own ("Failed to
+    get mlflow run: ...", one long line) before the training's one-line error; it must not
+    reach stderr (the fault drill's server-death row counts the lines)."""
+    import logging
+
+    from senet.tracking.recorder import Recorder
+
+    rec = Recorder(f"sqlite:///{tmp_path}/m.db", "monitor")
+    rec.start(run_id=None, tags={}, parent_run_id=None, run_name="r", system_metrics=True)
+    try:
+        assert rec._monitor is not None  # the monitor runs: the run has system metrics
+        monitor_log = logging.getLogger("mlflow.system_metrics.system_metrics_monitor")
+        monitor_log.warning("Failed to get mlflow run: the store is gone.")
+        monitor_log.error("Error terminating system metrics monitoring process: x.")
+    finally:
+        rec.finish()
+    err = capfd.readouterr().err
+    assert "Failed to get mlflow run" not in err
+    assert "Error terminating system metrics" in err  # errors still come through
