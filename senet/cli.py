@@ -29,13 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except BrokenPipeError:  # `senet --help | head`
+        return _closed_pipe()
     args.argv = argv  # the command as typed, for the advice a command prints
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the exit flush
+        return code
     except SenetError as exc:
         print(f"senet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # before OSError, its parent
+        return _closed_pipe()
     except OSError as exc:
         # A full disk anywhere (a summary, a table): one line, like the checkpoint's.
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not exc.filename:
@@ -49,6 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"senet {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _closed_pipe() -> int:
+    """The reader left early (`senet status --json | head`): end quietly.
+
+    Python would print a traceback for the failed write, then a second one when
+    it flushes stdout at exit; point stdout at devnull so the exit flush is silent.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a closed pipe
 
 
 if __name__ == "__main__":

@@ -144,3 +144,22 @@ def test_work_all_exits_non_zero_and_names_the_retry_when_points_fail(
     argv = shlex.split(hint.split("`")[1])
     assert main(argv[1:]) == 0
     assert capsys.readouterr().out.count("2 failed ones again") == 2
+
+
+@pytest.mark.parametrize("argv", [["describe", "se_resnet20"], ["--help"], ["describe", "--help"]])
+def test_a_pipe_closed_early_ends_quietly(argv, tmp_path):
+    """`senet ... | head`: the reader is gone before senet writes; no traceback, and the
+    exit status is a closed pipe's (141) or 0 for --help."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "senet", *argv], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode in (0, 141)
