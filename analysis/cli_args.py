@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from senet.commands.common import add_tracking_uri
+from senet.flags import add_tracking_uri
 
 
 def add_grid_arguments(p: argparse.ArgumentParser, out_help: str) -> None:

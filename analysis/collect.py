@@ -11,7 +11,7 @@ import pandas as pd
 from analysis.gridspec import GridSpec, load_spec
 from analysis.runs import fetch_runs, grid_names, recorded_grid_file
 from senet.errors import SenetError
-from senet.queue.storage import redact
+from senet.urls import redact
 
 
 @dataclass

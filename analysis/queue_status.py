@@ -16,7 +16,8 @@ class QueueReader:
     """Opens the queue storage once; ``for_grid`` gives a lookup per grid."""
 
     def __init__(self, storage_url: str | None) -> None:
-        from senet.queue.storage import DEFAULT_STORAGE, open_storage, redact, resolve_storage
+        from senet.queue.storage import open_storage
+        from senet.urls import DEFAULT_STORAGE, redact, resolve_storage
 
         url = resolve_storage(storage_url)
         self.where = redact(url)

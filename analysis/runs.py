@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from senet.errors import SenetError, first_sentence
-from senet.queue.storage import password_hint, redact, with_driver
 from senet.tracking.store import A_GRID as TAG_GRID
 from senet.tracking.store import T_KEY as TAG_KEY
 from senet.tracking.store import T_LABEL as TAG_LABEL
@@ -36,6 +35,7 @@ from senet.tracking.store import (
     resolve_uri,
     tag_filter,
 )
+from senet.urls import password_hint, redact, with_driver
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -78,8 +78,8 @@ def pooled_std(runs: Iterable[Any], metric: str) -> tuple[float, int, int] | Non
 def finished_runs(tracking_uri: str | None, models: Iterable[str], dataset: str) -> list[Any]:
     """Finished runs of ``models`` on ``dataset`` in the tracking store ([] without one;
     a local store that does not exist is not created)."""
-    from senet.queue.storage import sqlite_path
     from senet.tracking import store as tracking
+    from senet.urls import sqlite_path
 
     uri = tracking.resolve_uri(tracking_uri)
     path = sqlite_path(uri)

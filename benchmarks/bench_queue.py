@@ -93,6 +93,7 @@ tracking_only_train.seconds = []
 def overhead(args: argparse.Namespace) -> None:
     import optuna
 
+    from senet import urls
     from senet.queue import storage as st_mod
     from senet.worker.loop import Worker, WorkerConfig
 
@@ -127,7 +128,7 @@ def overhead(args: argparse.Namespace) -> None:
             st.delete_study(st.get_study_id_from_name(name))
     tracking_s = tracking_only_train.seconds
     queue_part = [p - t for p, t in zip(per_point, tracking_s, strict=True)]
-    print(f"storage {st_mod.redact(storage) if args.storage else 'journal file'}, "
+    print(f"storage {urls.redact(storage) if args.storage else 'journal file'}, "
           f"{args.points} points, one worker")
     print(f"  queue command (validate + MLflow experiment/parent + enqueue): {queue_s:.2f} s")
     print(f"  per point end to end, median {statistics.median(per_point):.3f} s "
@@ -145,6 +146,7 @@ def overhead(args: argparse.Namespace) -> None:
 def drill(args: argparse.Namespace) -> None:
     from mlflow import MlflowClient
 
+    from senet import urls
     from senet.queue import storage as st_mod
     from senet.queue import tickets as q
     from senet.tracking import store as tr
@@ -203,7 +205,7 @@ def drill(args: argparse.Namespace) -> None:
     one_finished = sum(v == ["FINISHED"] for v in per_slot.values())
     running = sum(s == "RUNNING" for v in per_slot.values() for s in v)
     parent = client.get_run(queue.attrs()[tr.A_PARENT_RUN]).info.status
-    print(f"storage {st_mod.redact(storage) if args.storage else 'journal file'}: {args.points} "
+    print(f"storage {urls.redact(storage) if args.storage else 'journal file'}: {args.points} "
           f"points, {args.workers} workers, {len(killed)} SIGKILLed, wall {wall:.0f} s")
     print(f"  trainings started {started}, finished {finished}; "
           f"resumed from a checkpoint: {len(resumed)}")

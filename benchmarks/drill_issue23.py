@@ -46,8 +46,8 @@ def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproces
 
 
 def _client(tmp: Path, uri: str | None = None):
-    from senet.queue.storage import with_driver
     from senet.tracking.store import open_client
+    from senet.urls import with_driver
 
     return open_client(with_driver(uri) if uri else f"sqlite:///{tmp / 'mlflow.db'}")
 

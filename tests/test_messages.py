@@ -7,9 +7,9 @@ import pytest
 
 from senet.commands.common import retry_command
 from senet.errors import first_sentence, one_line, shorten
-from senet.queue.storage import password_hint, redact, resolve_storage, without_password
 from senet.settings.config import TrainConfig
 from senet.tracking.store import A_TRACKING_URI
+from senet.urls import password_hint, redact, resolve_storage, without_password
 
 # What MLflow raises when its server is gone, as issue 23's drill saw it cut ("log-batc").
 SERVER_GONE = (

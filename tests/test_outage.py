@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from pg_databases import databases, set_reachable, tiny_grid
 
 from senet.errors import SenetError
-from senet.queue.storage import with_driver
+from senet.urls import with_driver
 from senet.worker.outage import Outage, is_outage
 
 

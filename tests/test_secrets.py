@@ -19,7 +19,8 @@ import warm_procs
 from pg_databases import databases, tiny_grid
 from sqlalchemy.engine import make_url
 
-from senet.queue.storage import open_storage, with_driver
+from senet.queue.storage import open_storage
+from senet.urls import with_driver
 
 # One point that trains and one that diverges (FAILED): work and status then print the
 # command that retries it.

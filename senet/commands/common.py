@@ -8,17 +8,14 @@ import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from senet.flags import TRACKING_HELP, add_tracking_uri
+
 STORAGE_HELP = ("queue storage: a journal file (default ./senet-queue.journal), "
                 "sqlite:///FILE or postgresql://USER@HOST/DB")
-TRACKING_HELP = "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
 
 
 def add_storage(p: argparse.ArgumentParser, help: str = STORAGE_HELP) -> None:
     p.add_argument("--storage", help=help)
-
-
-def add_tracking_uri(p: argparse.ArgumentParser, help: str = TRACKING_HELP) -> None:
-    p.add_argument("--tracking-uri", help=help)
 
 
 def add_stores(p: argparse.ArgumentParser, tracking_help: str = TRACKING_HELP) -> None:
@@ -73,8 +70,8 @@ def grid_argument(name: str, attrs: Mapping[str, Any]) -> str:
 def retry_command(grids: Iterable[tuple[str, Mapping[str, Any]]], storage: str | None) -> str:
     """`senet queue ... --retry-failed` for the failed points of ``grids`` ((name, queue
     attrs) pairs), with the storage and the MLflow store each grid was queued with."""
-    from senet.queue.storage import with_driver, without_password
     from senet.tracking.store import A_TRACKING_URI, absolute_tracking_uri, resolve_uri
+    from senet.urls import with_driver, without_password
 
     # Commands are printed without passwords: the driver finds them (PGPASSWORD, ~/.pgpass).
     default_uri = without_password(with_driver(absolute_tracking_uri(resolve_uri(None))))

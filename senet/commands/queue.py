@@ -37,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     from senet.errors import SenetError
     from senet.queue import tickets as q
-    from senet.queue.storage import open_storage, with_driver
+    from senet.queue.storage import open_storage
     from senet.settings.grid import load_grid
     from senet.tracking import store as t
+    from senet.urls import with_driver
 
     if args.seeds is not None and args.seeds < 1:
         raise SenetError(f"--seeds {args.seeds}: expected a number of seeds >= 1")

@@ -47,8 +47,9 @@ def start(search, args: argparse.Namespace) -> int:
     from senet.data.load import check_dataset
     from senet.queue import search as s
     from senet.queue import tickets as q
-    from senet.queue.storage import open_storage, with_driver
+    from senet.queue.storage import open_storage
     from senet.tracking import store as t
+    from senet.urls import with_driver
 
     classes = check_dataset(search.settings.get("dataset", "builtin"))  # before any record
     tracking_uri = with_driver(t.absolute_tracking_uri(t.resolve_uri(args.tracking_uri)))

@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def missing_store(tracking_uri: str | None) -> str | None:
     """The local SQLite file behind ``tracking_uri`` if it does not exist: opening it would
     create an empty store (and print MLflow's migration log) in the user's folder."""
-    from senet.queue.storage import sqlite_path
     from senet.tracking.store import resolve_uri
+    from senet.urls import sqlite_path
 
     path = sqlite_path(resolve_uri(tracking_uri))
     return None if path is None or path.exists() else str(path)
@@ -51,7 +51,7 @@ def open_grids(tracking_uri: str | None, grids: list[str], verb: str):
     client = open_client(tracking_uri)
     names = list(grids) or grid_names(client)
     if not names:
-        from senet.queue.storage import redact
+        from senet.urls import redact
 
         nothing_to(verb, f"no grid runs in {redact(client.tracking_uri)}", grids)
         return None

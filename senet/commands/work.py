@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from senet.commands.common import queue_name, retry_command
     from senet.errors import SenetError
     from senet.queue import tickets as q
-    from senet.queue.storage import open_storage, with_driver, without_password
+    from senet.queue.storage import open_storage
     from senet.tracking.store import absolute_tracking_uri, check_tracking
+    from senet.urls import with_driver, without_password
     from senet.worker import devices as dev
     from senet.worker.loop import WorkerConfig, run_devices, run_worker
     from senet.worker.processes import start_worker_server

@@ -299,7 +299,8 @@ def format_hours(hours: float) -> str:
 def _states_in_storage(url: str | None) -> dict[str, str]:
     """key -> best state over every ticket of every grid in the storage."""
     from senet.queue import tickets as q
-    from senet.queue.storage import open_storage, resolve_storage
+    from senet.queue.storage import open_storage
+    from senet.urls import resolve_storage
 
     given = url
     url = resolve_storage(url)
@@ -370,8 +371,8 @@ def measured_throughput(variants: dict[str, Variant], tracking_uri: str | None,
 
 def _from_tracking(variants: dict[str, Variant], uri: str | None,
                    device: str) -> dict[str, Throughput]:
-    from senet.queue.storage import sqlite_path, with_driver
     from senet.tracking import store as tracking
+    from senet.urls import sqlite_path, with_driver
 
     uri = with_driver(tracking.resolve_uri(uri))
     path = sqlite_path(uri)

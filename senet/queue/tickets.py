@@ -42,16 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from senet.errors import SenetError, TicketFinished, one_line
-from senet.queue.storage import (
-    DEFAULT_STORAGE,
-    backend,
-    env_seconds,
-    password_hint,
-    redact,
-    resolve_storage,
-    sqlite_path,
-    with_driver,
-)
 from senet.queue.store import TicketStore, busy_storage_errors
 from senet.tracking.store import (
     A_GRID,
@@ -71,6 +61,16 @@ from senet.tracking.store import (
     T_SEED,
     T_SETTINGS,
     T_WORKER,
+)
+from senet.urls import (
+    DEFAULT_STORAGE,
+    backend,
+    env_seconds,
+    password_hint,
+    redact,
+    resolve_storage,
+    sqlite_path,
+    with_driver,
 )
 
 __all__ = ["DEFAULT_STORAGE", "GridQueue", "QueueResult", "SlotCounts", "Ticket", "queue_grid",

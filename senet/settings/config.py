@@ -59,7 +59,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The settings as saved (config.json, MLflow artifacts): a password in the tracking
         URI is left out, the database driver finds it itself (PGPASSWORD, ~/.pgpass)."""
-        from senet.queue.storage import without_password
+        from senet.urls import without_password
 
         saved = dataclasses.asdict(self)
         if self.tracking_uri:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from senet.errors import SenetError, caused_by, first_sentence
-from senet.queue.storage import redact, with_driver
 from senet.tracking.store import (
     IDENTITY_TAGS,
     absolute_tracking_uri,
@@ -30,6 +29,7 @@ from senet.tracking.store import (
     open_client,
     resolve_uri,
 )
+from senet.urls import redact, with_driver
 
 
 class TrackingLost(SenetError):

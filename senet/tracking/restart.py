@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from senet.errors import SenetError, one_line
-from senet.queue.storage import redact
 from senet.tracking.store import (
     IDENTITY_TAGS,
     TAG_FAIL_REASON,
     find_runs,
     open_client,
 )
+from senet.urls import redact
 
 EPOCH_METRIC = "val_top1_err"  # logged once per finished epoch
 

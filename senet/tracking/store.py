@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from senet.errors import SenetError, first_sentence, one_line
-from senet.queue.storage import (
+from senet.tracking.uri import check_uri_form
+from senet.urls import (
     backend,
     connect_timeout,
     password_hint,
@@ -21,7 +22,6 @@ from senet.queue.storage import (
     with_driver,
     without_password,
 )
-from senet.tracking.uri import check_uri_form
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 

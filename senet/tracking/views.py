@@ -18,7 +18,7 @@ import shlex
 import time
 from typing import Any
 
-from senet.queue.storage import redact
+from senet.urls import redact
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 VIEW_ID = "senet-results"  # one per experiment: experiment tags are per experiment

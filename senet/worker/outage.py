@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from senet.errors import SenetError, caused_by, one_line
-from senet.queue.storage import env_seconds
+from senet.urls import env_seconds
 
 WAIT_ENV = "SENET_OUTAGE_WAIT_S"
 DEFAULT_WAIT_S = 120.0
