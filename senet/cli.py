@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -64,8 +65,6 @@ def _closed_pipe() -> int:
     Python would print a traceback for the failed write, then a second one when
     it flushes stdout at exit; point stdout at devnull so the exit flush is silent.
     """
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
