@@ -61,6 +61,10 @@ def set_reachable(url: str, database_urls: list[str], reachable: bool) -> None:
             db = make_url(db_url).database
             cur.execute(f'ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS {str(reachable).lower()}')
             if not reachable:
+                # Only the test role's own connections (the workers'): a superuser's
+                # process in the database, such as an autovacuum worker that happens to be
+                # there, cannot be ended by this role and would fail the call.
                 cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = %s AND pid <> pg_backend_pid()", (db,))
+                            "WHERE datname = %s AND pid <> pg_backend_pid() "
+                            "AND usename = current_user", (db,))
     conn.close()
